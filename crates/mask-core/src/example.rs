@@ -1,0 +1,131 @@
+//! One example as the policies see it, and the owned result of masking it.
+
+use crate::error::{MaskError, Result};
+
+/// Label value at positions that were not chosen (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i32 = -100;
+
+/// Largest supported sequence length (positions are stored as `u32`).
+pub const MAX_SEQ_LEN: usize = u32::MAX as usize;
+
+/// One tokenised example, borrowed.
+///
+/// `special_mask[i]` is `true` for special tokens (`[CLS]`, `[SEP]`, ...) *and* padding: such
+/// positions are never chosen and never changed. `word_ids[i]` (HF `word_ids()` semantics) groups
+/// sub-tokens into words for whole-word and word-anchored span masking; `None` marks tokens that
+/// belong to no word. A maximal run of equal word ids is one word.
+#[derive(Debug, Clone, Copy)]
+pub struct Example<'a> {
+    /// Token ids.
+    pub ids: &'a [u32],
+    /// `true` where the token is special or padding.
+    pub special_mask: &'a [bool],
+    /// Optional word id per token.
+    pub word_ids: Option<&'a [Option<u32>]>,
+}
+
+impl<'a> Example<'a> {
+    /// An example without word ids.
+    pub fn new(ids: &'a [u32], special_mask: &'a [bool]) -> Self {
+        Self {
+            ids,
+            special_mask,
+            word_ids: None,
+        }
+    }
+
+    /// Attaches word ids.
+    pub fn with_word_ids(mut self, word_ids: &'a [Option<u32>]) -> Self {
+        self.word_ids = Some(word_ids);
+        self
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the example has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Checks lengths and the vocabulary range of the ids.
+    pub fn validate(&self, vocab_size: u32) -> Result<()> {
+        let n = self.ids.len();
+        if n > MAX_SEQ_LEN {
+            return Err(MaskError::SequenceLength {
+                len: n,
+                max: MAX_SEQ_LEN,
+            });
+        }
+        if self.special_mask.len() != n {
+            return Err(MaskError::LengthMismatch {
+                field: "special_mask",
+                expected: n,
+                got: self.special_mask.len(),
+            });
+        }
+        if let Some(w) = self.word_ids {
+            if w.len() != n {
+                return Err(MaskError::LengthMismatch {
+                    field: "word_ids",
+                    expected: n,
+                    got: w.len(),
+                });
+            }
+        }
+        // Branch-free max first (vectorises); locate the culprit only on failure.
+        let max = self.ids.iter().copied().fold(0u32, u32::max);
+        if !self.ids.is_empty() && max >= vocab_size {
+            let position = self
+                .ids
+                .iter()
+                .position(|&id| id >= vocab_size)
+                .unwrap_or(0);
+            return Err(MaskError::TokenOutOfVocab {
+                position,
+                id: self.ids[position],
+                vocab_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A masked example, owned: corrupted inputs and labels (`IGNORE_INDEX` where not chosen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedExample {
+    /// Corrupted token ids, same length as the input.
+    pub input_ids: Vec<u32>,
+    /// Original id at chosen positions, `IGNORE_INDEX` elsewhere.
+    pub labels: Vec<i32>,
+}
+
+impl MaskedExample {
+    /// Positions that carry a label.
+    pub fn masked_positions(&self) -> Vec<usize> {
+        self.labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != IGNORE_INDEX)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// A contiguous run of chosen positions `[start, start + len)`: one token, one word or one span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First position.
+    pub start: u32,
+    /// Number of positions (>= 1).
+    pub len: u32,
+}
+
+impl Span {
+    /// Positions covered.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
+}

@@ -1,0 +1,182 @@
+//! The policy trait, the context every mask is a function of, and the composite token masker.
+
+use crate::corruption::Corruption;
+use crate::error::{MaskError, Result};
+use crate::example::{Example, MaskedExample, Span, IGNORE_INDEX};
+use crate::regime::Regime;
+use crate::rng::MaskRng;
+use crate::schedule::RateSchedule;
+use crate::selection::{SelectScratch, Selector};
+
+/// Everything a mask may depend on besides the example itself.
+///
+/// A policy's output is a pure function of the example and this context: never of batch order,
+/// batch composition, worker count or wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct MaskContext {
+    /// Run seed.
+    pub seed: u64,
+    /// Epoch (passes over the data so far).
+    pub epoch: u64,
+    /// Stable index of the example in the data set.
+    pub index: u64,
+    /// Global optimisation step (drives rate schedules).
+    pub step: u64,
+}
+
+impl MaskContext {
+    /// A context.
+    pub fn new(seed: u64, epoch: u64, index: u64, step: u64) -> Self {
+        Self {
+            seed,
+            epoch,
+            index,
+            step,
+        }
+    }
+}
+
+/// Reusable buffers for masking, one per thread.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    pub(crate) select: SelectScratch,
+    pub(crate) units: Vec<Span>,
+}
+
+/// Corrupts one example, reproducibly from its [`MaskContext`].
+pub trait MaskPolicy: Send + Sync {
+    /// Vocabulary size: input ids must be below it.
+    fn vocab_size(&self) -> u32;
+
+    /// Masks `ex` into `out_ids` / `out_labels` (both of the example's length) and returns the
+    /// number of labels set. Labels are the original id at chosen positions and
+    /// [`IGNORE_INDEX`] elsewhere; unchosen positions of `out_ids` equal the input.
+    fn mask_into(
+        &self,
+        ex: &Example<'_>,
+        ctx: &MaskContext,
+        scratch: &mut Scratch,
+        out_ids: &mut [u32],
+        out_labels: &mut [i32],
+    ) -> Result<usize>;
+
+    /// Owned convenience around [`MaskPolicy::mask_into`].
+    fn mask(&self, ex: &Example<'_>, ctx: &MaskContext) -> Result<MaskedExample> {
+        let mut out = MaskedExample {
+            input_ids: vec![0; ex.len()],
+            labels: vec![IGNORE_INDEX; ex.len()],
+        };
+        self.mask_into(
+            ex,
+            ctx,
+            &mut Scratch::default(),
+            &mut out.input_ids,
+            &mut out.labels,
+        )?;
+        Ok(out)
+    }
+}
+
+/// The composite token-masking policy: a [`Selector`] (which positions) at the rate of a
+/// [`RateSchedule`] (how many, by step), a [`Corruption`] (how), and a [`Regime`] (static with
+/// duplication factor k, or dynamic).
+///
+/// Usually built from a [`crate::MaskingConfig`].
+#[derive(Debug, Clone)]
+pub struct TokenMasker<S: Selector = crate::selection::AnySelector> {
+    selector: S,
+    schedule: RateSchedule,
+    corruption: Corruption,
+    regime: Regime,
+}
+
+impl<S: Selector> TokenMasker<S> {
+    /// Assembles a masker from validated parts.
+    pub fn new(
+        selector: S,
+        schedule: RateSchedule,
+        corruption: Corruption,
+        regime: Regime,
+    ) -> Result<Self> {
+        schedule.validate()?;
+        regime.validate()?;
+        Ok(Self {
+            selector,
+            schedule,
+            corruption,
+            regime,
+        })
+    }
+
+    /// The selector.
+    pub fn selector(&self) -> &S {
+        &self.selector
+    }
+
+    /// The rate schedule.
+    pub fn schedule(&self) -> &RateSchedule {
+        &self.schedule
+    }
+
+    /// The corruption step.
+    pub fn corruption(&self) -> &Corruption {
+        &self.corruption
+    }
+
+    /// The regime.
+    pub fn regime(&self) -> Regime {
+        self.regime
+    }
+
+    /// The random stream used for `ctx` (after applying the regime).
+    #[inline]
+    pub fn rng_for(&self, ctx: &MaskContext) -> MaskRng {
+        MaskRng::for_example(
+            ctx.seed,
+            self.regime.effective_epoch(ctx.epoch),
+            ctx.index,
+            MaskRng::STREAM_TOKENS,
+        )
+    }
+}
+
+impl<S: Selector> MaskPolicy for TokenMasker<S> {
+    fn vocab_size(&self) -> u32 {
+        self.corruption.random_ids().vocab_size()
+    }
+
+    #[inline]
+    fn mask_into(
+        &self,
+        ex: &Example<'_>,
+        ctx: &MaskContext,
+        scratch: &mut Scratch,
+        out_ids: &mut [u32],
+        out_labels: &mut [i32],
+    ) -> Result<usize> {
+        ex.validate(self.vocab_size())?;
+        if self.selector.needs_word_ids() && ex.word_ids.is_none() {
+            return Err(MaskError::MissingWordIds {
+                policy: self.selector.name(),
+            });
+        }
+        for (field, got) in [("out_ids", out_ids.len()), ("out_labels", out_labels.len())] {
+            if got != ex.len() {
+                return Err(MaskError::LengthMismatch {
+                    field,
+                    expected: ex.len(),
+                    got,
+                });
+            }
+        }
+        out_ids.copy_from_slice(ex.ids);
+        out_labels.fill(IGNORE_INDEX);
+        let rate = self.schedule.rate_at(ctx.step);
+        let mut rng = self.rng_for(ctx);
+        self.selector
+            .select(ex, rate, &mut rng, &mut scratch.select, &mut scratch.units);
+        Ok(self
+            .corruption
+            .apply(ex.ids, &scratch.units, &mut rng, out_ids, out_labels))
+    }
+}
