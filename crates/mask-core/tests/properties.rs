@@ -217,10 +217,7 @@ fn run_case(
     kind: &'static str,
     ex: Ex,
     others: Vec<Ex>,
-    selection: SelectionConfig,
-    p: f64,
-    c: CorruptionConfig,
-    r: Regime,
+    (selection, p, c, r): (SelectionConfig, f64, CorruptionConfig, Regime),
     (seed, epoch, index, rot): (u64, u64, u64, usize),
 ) -> std::result::Result<(), TestCaseError> {
     let cfg = config(selection, p, c, r);
@@ -316,7 +313,7 @@ macro_rules! invariants_for {
                 r in arb_regime(),
                 coords in (any::<u64>(), 0u64..1000, any::<u64>(), 0usize..4),
             ) {
-                run_case($kind, ex, others, selection, p, c, r, coords)?;
+                run_case($kind, ex, others, (selection, p, c, r), coords)?;
             }
         }
     };

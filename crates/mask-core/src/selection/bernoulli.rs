@@ -30,16 +30,29 @@ impl Selector for BernoulliSelector {
         }
         let n = ex.len();
         let buf = &mut scratch.positions;
-        if buf.len() < n {
-            buf.resize(n, 0);
+        // One spare slot: the unconditional write after the last hit may land at index n.
+        if buf.len() < n + 1 {
+            buf.resize(n + 1, 0);
         }
-        let buf = &mut buf[..n];
-        // Branch-free compaction: always write, advance only on a hit. One 32-bit draw per
-        // position (special or not) keeps the stream layout independent of the special mask.
+        // Branch-free compaction: always write, advance only on a hit. Each 64-bit draw serves
+        // two positions (low and high halves), special or not, so the stream layout does not
+        // depend on the special mask.
         let mut k = 0usize;
-        for (i, (&special, slot)) in ex.special_mask.iter().zip(0u32..).enumerate() {
+        let mut pairs = ex.special_mask.chunks_exact(2);
+        let mut i = 0u32;
+        for pair in &mut pairs {
+            let r = rng.next_u64();
+            let hit0 = (((r & 0xffff_ffff) < t) & !pair[0]) as usize;
+            let hit1 = (((r >> 32) < t) & !pair[1]) as usize;
+            buf[k] = i;
+            k += hit0;
+            buf[k] = i + 1;
+            k += hit1;
+            i += 2;
+        }
+        if let [special] = pairs.remainder() {
             let hit = ((rng.next_u32() as u64) < t) & !special;
-            buf[k.min(i)] = slot;
+            buf[k] = i;
             k += hit as usize;
         }
         out.extend(buf[..k].iter().map(|&p| Span { start: p, len: 1 }));
