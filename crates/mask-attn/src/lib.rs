@@ -1,6 +1,34 @@
 //! # mask-attn
 //!
-//! Attention-mask policies and masked self-attention kernels (reference and block-sparse) on
-//! burn. The dependency edge to `mask-core` is in place; the kernels come with their own issue.
+//! Composable attention masks and masked self-attention on burn, generic over `B: Backend`.
+//!
+//! - [`mask`]: the [`AttnMask`] policy trait (`allows(b, h, q, k)` plus exact tile
+//!   classification) and built-ins: key padding, causal, sliding window, documents, prefix-LM,
+//!   token exclusion (the seed's rule), random key drop, and `and` / `or` / `not`.
+//! - [`tiles`]: materialisation to `Tensor<B, 4, Bool>` (burn's convention: `true` = masked) and
+//!   to a [`TileMap`] of empty / full / partial tiles.
+//! - [`kernels`]: `reference`, `block_sparse` (skips empty tiles, online softmax) and `fused`
+//!   (burn's `module::attention`).
+//! - [`MaskedSelfAttention`]: the burn module used by `mask-model`.
+//!
+//! Legend used in every kernel: B batch, H heads, T query positions, S key positions,
+//! D head dim.
+
+pub mod config;
+pub mod error;
+pub mod kernels;
+pub mod mask;
+pub mod module;
+pub mod tiles;
+
+pub use config::{AttnMaskConfig, MaskInputs};
+pub use error::{AttnError, Result};
+pub use kernels::{masked_attention, AttnKernel, AttnOptions};
+pub use mask::{
+    AllPartial, AllowAll, And, AttnMask, Causal, Document, KeyPadding, Not, Or, PrefixLm,
+    RandomKeyDrop, SlidingWindow, TileKind, TokenExclusion,
+};
+pub use module::{MaskedSelfAttention, MaskedSelfAttentionConfig};
+pub use tiles::{mask_tensor, TileMap};
 
 pub use mask_core;

@@ -1,0 +1,186 @@
+//! Attention-mask policies: which (query, key) pairs may interact.
+//!
+//! A policy answers `allows(b, h, q, k)` (FlexAttention's `mask_mod`) and classifies a
+//! `(query tile, key tile)` rectangle as [`TileKind::Empty`], [`TileKind::Full`] or
+//! [`TileKind::Partial`], exactly, so kernels can skip empty tiles and skip the per-element mask
+//! on full ones. Built-ins answer the classification in O(1) or O(runs) from prefix counts;
+//! combinators answer from their children when that is exact, and scan the tile otherwise.
+//!
+//! Convention: `allows == true` means *may attend*. burn's tensors use the opposite (`true` =
+//! masked); [`crate::mask_tensor`] converts.
+
+mod all;
+mod all_partial;
+mod causal;
+mod combinators;
+mod document;
+mod key_padding;
+mod prefix_lm;
+mod random_key_drop;
+mod sliding_window;
+mod token_exclusion;
+
+pub use all::AllowAll;
+pub use all_partial::AllPartial;
+pub use causal::Causal;
+pub use combinators::{And, Not, Or};
+pub use document::Document;
+pub use key_padding::KeyPadding;
+pub use prefix_lm::PrefixLm;
+pub use random_key_drop::RandomKeyDrop;
+pub use sliding_window::SlidingWindow;
+pub use token_exclusion::TokenExclusion;
+
+use std::ops::Range;
+
+/// How a tile of the (query, key) grid relates to the mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TileKind {
+    /// No pair in the tile may attend: the kernel skips the tile.
+    Empty,
+    /// Every pair may attend: the kernel applies no mask.
+    Full,
+    /// Some pairs may attend: the kernel applies the element mask.
+    Partial,
+}
+
+/// Which (batch, head, query, key) pairs may interact.
+pub trait AttnMask: Send + Sync + std::fmt::Debug {
+    /// Short name, for errors and logs.
+    fn name(&self) -> &'static str;
+
+    /// Whether query `q` may attend key `k` in batch element `b`, head `h`.
+    fn allows(&self, b: usize, h: usize, q: usize, k: usize) -> bool;
+
+    /// Classifies the tile `q x k` (non-empty ranges) exactly. The default scans the tile.
+    fn classify(&self, b: usize, h: usize, q: Range<usize>, k: Range<usize>) -> TileKind {
+        scan_tile(self, b, h, q, k)
+    }
+
+    /// Whether the answer depends on the head (then masks are materialised per head).
+    fn head_dependent(&self) -> bool {
+        false
+    }
+
+    /// Batch size of per-batch data the mask carries, if any.
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// Number of positions of per-position data the mask carries, if any.
+    fn seq_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether this is exactly the causal mask (lets fused kernels use their causal mode).
+    fn is_causal(&self) -> bool {
+        false
+    }
+
+    /// Whether every pair may attend (lets kernels drop the mask altogether).
+    fn is_allow_all(&self) -> bool {
+        false
+    }
+}
+
+impl<M: AttnMask + ?Sized> AttnMask for Box<M> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn allows(&self, b: usize, h: usize, q: usize, k: usize) -> bool {
+        (**self).allows(b, h, q, k)
+    }
+    fn classify(&self, b: usize, h: usize, q: Range<usize>, k: Range<usize>) -> TileKind {
+        (**self).classify(b, h, q, k)
+    }
+    fn head_dependent(&self) -> bool {
+        (**self).head_dependent()
+    }
+    fn batch_size(&self) -> Option<usize> {
+        (**self).batch_size()
+    }
+    fn seq_len(&self) -> Option<usize> {
+        (**self).seq_len()
+    }
+    fn is_causal(&self) -> bool {
+        (**self).is_causal()
+    }
+    fn is_allow_all(&self) -> bool {
+        (**self).is_allow_all()
+    }
+}
+
+/// Exact classification by scanning the tile, stopping as soon as both an allowed and a
+/// disallowed pair have been seen. The reference for every `classify` override.
+pub fn scan_tile<M: AttnMask + ?Sized>(
+    mask: &M,
+    b: usize,
+    h: usize,
+    q: Range<usize>,
+    k: Range<usize>,
+) -> TileKind {
+    let (mut any_allowed, mut any_masked) = (false, false);
+    for qi in q {
+        for ki in k.clone() {
+            if mask.allows(b, h, qi, ki) {
+                any_allowed = true;
+            } else {
+                any_masked = true;
+            }
+            if any_allowed && any_masked {
+                return TileKind::Partial;
+            }
+        }
+    }
+    match (any_allowed, any_masked) {
+        (true, false) => TileKind::Full,
+        (false, _) => TileKind::Empty,
+        (true, true) => TileKind::Partial,
+    }
+}
+
+/// Prefix counts of `true` values, for O(1) counting over ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrefixCount {
+    counts: Vec<u32>,
+}
+
+impl PrefixCount {
+    pub(crate) fn new(flags: impl IntoIterator<Item = bool>) -> Self {
+        let mut counts = vec![0u32];
+        let mut c = 0u32;
+        for f in flags {
+            c += f as u32;
+            counts.push(c);
+        }
+        Self { counts }
+    }
+
+    /// Number of positions covered.
+    pub(crate) fn len(&self) -> usize {
+        self.counts.len() - 1
+    }
+
+    /// Number of `true` in `r` (positions past the end count as `false`).
+    pub(crate) fn count(&self, r: Range<usize>) -> usize {
+        let end = r.end.min(self.len());
+        let start = r.start.min(end);
+        (self.counts[end] - self.counts[start]) as usize
+    }
+
+    /// Whether position `i` is `true`.
+    pub(crate) fn get(&self, i: usize) -> bool {
+        i < self.len() && self.counts[i + 1] != self.counts[i]
+    }
+}
+
+/// Tile kind from counts of hidden positions: all hidden -> empty, none -> full.
+pub(crate) fn kind_from_hidden(hidden: usize, total: usize) -> TileKind {
+    if hidden == 0 {
+        TileKind::Full
+    } else if hidden >= total {
+        TileKind::Empty
+    } else {
+        TileKind::Partial
+    }
+}

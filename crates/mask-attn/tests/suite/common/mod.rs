@@ -1,0 +1,100 @@
+//! Test helpers shared by the mask-attn suites: host-generated data (identical on every backend),
+//! tensor <-> Vec conversion, and closeness checks with stated tolerances.
+
+#![allow(dead_code)]
+
+pub mod random_masks;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorData;
+use mask_core::MaskRng;
+
+/// The CPU backend, always tested.
+pub type Cpu = burn::backend::NdArray<f32>;
+/// The GPU backend (on CPU-only machines: Mesa's lavapipe).
+pub type Gpu = burn::backend::Wgpu;
+
+/// Standard normal samples (Box-Muller on `mask-core`'s counter-based stream).
+pub fn normal(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = MaskRng::for_example(seed, 0, 0, 7);
+    (0..n)
+        .map(|_| {
+            let u1 = rng.next_f64().max(1e-300);
+            let u2 = rng.next_f64();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// A tensor from host data.
+pub fn tensor<B: Backend>(data: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Host copy of a tensor.
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// Largest |a - b| / (atol + rtol |b|); <= 1 means close.
+pub fn max_violation(a: &[f32], b: &[f64], atol: f64, rtol: f64) -> (f64, usize) {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let mut worst = (0.0, 0);
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let x = x as f64;
+        let v = if x.is_finite() {
+            (x - y).abs() / (atol + rtol * y.abs())
+        } else {
+            f64::INFINITY
+        };
+        if v > worst.0 {
+            worst = (v, i);
+        }
+    }
+    worst
+}
+
+/// Asserts `a` is close to `b` elementwise: `|a - b| <= atol + rtol |b|`.
+pub fn assert_close(what: &str, a: &[f32], b: &[f64], atol: f64, rtol: f64) {
+    let (v, i) = max_violation(a, b, atol, rtol);
+    assert!(
+        v <= 1.0,
+        "{what}: element {i}: got {} expected {} (atol {atol}, rtol {rtol})",
+        a[i],
+        b[i]
+    );
+}
+
+/// f32 slice widened.
+pub fn wide(a: &[f32]) -> Vec<f64> {
+    a.iter().map(|&x| x as f64).collect()
+}
+
+/// Output and q/k/v gradients of `f(q, k, v)` under autodiff, for `loss = sum(out * dout)`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward<B: AutodiffBackend>(
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    dout: Vec<f32>,
+    q_shape: [usize; 4],
+    kv_shape: [usize; 4],
+    out_shape: [usize; 4],
+    device: &B::Device,
+    f: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+) -> [Vec<f32>; 4] {
+    let q = tensor::<B>(q, q_shape, device).require_grad();
+    let k = tensor::<B>(k, kv_shape, device).require_grad();
+    let v = tensor::<B>(v, kv_shape, device).require_grad();
+    let dout = tensor::<B>(dout, out_shape, device);
+    let out = f(q.clone(), k.clone(), v.clone());
+    let loss = (out.clone() * dout).sum();
+    let grads = loss.backward();
+    let g = |t: &Tensor<B, 4>| {
+        t.grad(&grads)
+            .map(host)
+            .unwrap_or_else(|| vec![0.0; t.dims().iter().product()])
+    };
+    [host(out.inner()), g(&q), g(&k), g(&v)]
+}

@@ -1,0 +1,94 @@
+//! Every kernel against the reference kernel on random shapes (lengths that are not multiples of
+//! the tile size, B and H > 1) for every built-in mask and combinations, outputs and q/k/v
+//! gradients under `Autodiff`.
+//!
+//! Tolerances (f32): outputs |err| <= 1e-5 + 1e-4 |ref|; gradients |err| <= 1e-4 + 1e-3 |ref|.
+
+use crate::common::*;
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use mask_attn::kernels::{block_sparse, fused, reference};
+use mask_attn::*;
+
+fn check_case<B: AutodiffBackend>(seed: u64, device: &B::Device) {
+    let mut rng = mask_core::MaskRng::for_example(seed, 0, 0, 11);
+    let mut pick = |xs: &[usize]| xs[rng.below(xs.len() as u64) as usize];
+    let batch = pick(&[1, 2, 3]);
+    let heads = pick(&[1, 2, 3]);
+    let t = pick(&[1, 5, 17, 33, 50]);
+    let d = pick(&[4, 8]);
+    let tile = pick(&[4, 8, 16, 32]);
+    let shape = [batch, heads, t, d];
+    let n = batch * heads * t * d;
+    for kind in 0..crate::common::random_masks::KINDS.len() {
+        let mask = crate::common::random_masks::make(kind, batch, heads, t, seed);
+        let data = |s: u64| normal(n, seed * 100 + s);
+        let run = |which: u8| {
+            forward_backward::<B>(
+                data(1),
+                data(2),
+                data(3),
+                data(4),
+                shape,
+                shape,
+                shape,
+                device,
+                |q, k, v| match which {
+                    0 => {
+                        let m = mask_tensor::<B>(&*mask, batch, heads, t, t, device).unwrap();
+                        reference::attention(q, k, v, Some(m), None, None)
+                    }
+                    1 => block_sparse::attention(
+                        q,
+                        k,
+                        v,
+                        &*mask,
+                        &AttnOptions::default().with_tile(tile),
+                        None,
+                    )
+                    .unwrap(),
+                    _ => fused::attention(q, k, v, &*mask, None).unwrap(),
+                },
+            )
+        };
+        let expected = run(0);
+        for (which, name) in [(1, "block_sparse"), (2, "fused")] {
+            let got = run(which);
+            let what = format!(
+                "seed {seed} {name} mask {} B{batch} H{heads} T{t} D{d} tile {tile}",
+                crate::common::random_masks::KINDS[kind]
+            );
+            assert_close(
+                &format!("{what}: output"),
+                &got[0],
+                &wide(&expected[0]),
+                1e-5,
+                1e-4,
+            );
+            for (g, gname) in [(1, "dq"), (2, "dk"), (3, "dv")] {
+                assert_close(
+                    &format!("{what}: {gname}"),
+                    &got[g],
+                    &wide(&expected[g]),
+                    1e-4,
+                    1e-3,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ndarray_kernels_agree_with_reference_on_random_shapes() {
+    for seed in 0..12 {
+        check_case::<Autodiff<Cpu>>(seed, &Default::default());
+    }
+}
+
+#[cfg(feature = "wgpu-tests")]
+#[test]
+fn wgpu_kernels_agree_with_reference_on_random_shapes() {
+    for seed in 0..3 {
+        check_case::<Autodiff<Gpu>>(seed, &Default::default());
+    }
+}

@@ -1,0 +1,9 @@
+//! The mask-attn integration suite, one binary (burn's generic kernels are compiled once).
+//! The NdArray tests always run; the wgpu variants run with `--features wgpu-tests`.
+
+mod common;
+mod config_serde;
+mod conformance;
+mod kernels_vs_reference;
+mod module;
+mod tiles;
