@@ -107,10 +107,11 @@ impl<B: Backend> MaskedSelfAttention<B> {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
-        // burn's fused op has no dropout: train with dropout through the block-sparse kernel.
-        let training = B::ad_enabled(&q.device()) && self.dropout.prob > 0.0;
+        // burn's fused op is an inference path: it has no dropout, and under `Autodiff` burn
+        // decomposes it anyway (full score matrix), with NaN gradients for rows without a
+        // visible key on wgpu. Training goes through the block-sparse kernel.
         let kernel = match self.kernel {
-            AttnKernel::Fused if training => AttnKernel::BlockSparse,
+            AttnKernel::Fused if B::ad_enabled(&q.device()) => AttnKernel::BlockSparse,
             k => k,
         };
         let options = AttnOptions::default().with_tile(self.tile);

@@ -2,7 +2,10 @@
 //! GPU backends (wgpu, CUDA) at inference; the unfused decomposition (full score matrix) on
 //! NdArray and under `Autodiff`. The mask is materialised to burn's boolean tensor (`true` =
 //! masked); the causal mask uses the backend's causal mode instead, and "no mask" passes none.
-//! Dropout is not supported by burn's op: use the other kernels for training with dropout.
+//! Dropout is not supported by burn's op. This is the inference path: under `Autodiff` burn
+//! decomposes the op (no speed gain), and on wgpu its backward gives NaN gradients for query rows
+//! with no visible key (seen with burn 0.21 on lavapipe; NdArray is fine), so
+//! [`crate::MaskedSelfAttention`] trains through the block-sparse kernel instead.
 //!
 //! Legend: B batch, H heads, T query positions, S key positions, D head dim, Dv value dim.
 

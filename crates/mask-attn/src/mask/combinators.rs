@@ -46,22 +46,61 @@ fn common_seq(children: &[Box<dyn AttnMask>]) -> Result<Option<usize>> {
     Ok(seq)
 }
 
-/// Allowed iff every child allows.
+/// Children of an `and` / `or`, with the batch size and length they agree on.
 #[derive(Debug)]
-pub struct And {
+struct Junction {
     children: Vec<Box<dyn AttnMask>>,
     batch: Option<usize>,
     seq: Option<usize>,
 }
 
-impl And {
-    /// The conjunction of `children` (all must agree on batch size and sequence length).
-    pub fn new(children: Vec<Box<dyn AttnMask>>) -> Result<Self> {
+impl Junction {
+    fn new(children: Vec<Box<dyn AttnMask>>) -> Result<Self> {
         Ok(Self {
             batch: common_batch(&children)?,
             seq: common_seq(&children)?,
             children,
         })
+    }
+
+    /// Classification of a junction whose `absorbing` child kind decides the tile (empty for
+    /// `and`, full for `or`) and whose `neutral` kind changes nothing (full for `and`, empty for
+    /// `or`). One partial child among neutral ones is exact; two or more need a scan.
+    fn classify(
+        &self,
+        this: &dyn AttnMask,
+        absorbing: TileKind,
+        neutral: TileKind,
+        (b, h, q, k): (usize, usize, Range<usize>, Range<usize>),
+    ) -> TileKind {
+        let mut partial = 0;
+        for c in &self.children {
+            match c.classify(b, h, q.clone(), k.clone()) {
+                kind if kind == absorbing => return absorbing,
+                TileKind::Partial => partial += 1,
+                _ => {}
+            }
+        }
+        match partial {
+            0 => neutral,
+            1 => TileKind::Partial,
+            _ => scan_tile(this, b, h, q, k),
+        }
+    }
+
+    fn head_dependent(&self) -> bool {
+        self.children.iter().any(|c| c.head_dependent())
+    }
+}
+
+/// Allowed iff every child allows.
+#[derive(Debug)]
+pub struct And(Junction);
+
+impl And {
+    /// The conjunction of `children` (all must agree on batch size and sequence length).
+    pub fn new(children: Vec<Box<dyn AttnMask>>) -> Result<Self> {
+        Junction::new(children).map(Self)
     }
 }
 
@@ -70,50 +109,31 @@ impl AttnMask for And {
         "and"
     }
     fn allows(&self, b: usize, h: usize, q: usize, k: usize) -> bool {
-        self.children.iter().all(|c| c.allows(b, h, q, k))
+        self.0.children.iter().all(|c| c.allows(b, h, q, k))
     }
     fn classify(&self, b: usize, h: usize, q: Range<usize>, k: Range<usize>) -> TileKind {
-        let mut partial = 0;
-        for c in &self.children {
-            match c.classify(b, h, q.clone(), k.clone()) {
-                TileKind::Empty => return TileKind::Empty,
-                TileKind::Partial => partial += 1,
-                TileKind::Full => {}
-            }
-        }
-        match partial {
-            0 => TileKind::Full,
-            1 => TileKind::Partial,
-            _ => scan_tile(self, b, h, q, k),
-        }
+        self.0
+            .classify(self, TileKind::Empty, TileKind::Full, (b, h, q, k))
     }
     fn head_dependent(&self) -> bool {
-        self.children.iter().any(|c| c.head_dependent())
+        self.0.head_dependent()
     }
     fn batch_size(&self) -> Option<usize> {
-        self.batch
+        self.0.batch
     }
     fn seq_len(&self) -> Option<usize> {
-        self.seq
+        self.0.seq
     }
 }
 
 /// Allowed iff some child allows.
 #[derive(Debug)]
-pub struct Or {
-    children: Vec<Box<dyn AttnMask>>,
-    batch: Option<usize>,
-    seq: Option<usize>,
-}
+pub struct Or(Junction);
 
 impl Or {
     /// The disjunction of `children` (all must agree on batch size and sequence length).
     pub fn new(children: Vec<Box<dyn AttnMask>>) -> Result<Self> {
-        Ok(Self {
-            batch: common_batch(&children)?,
-            seq: common_seq(&children)?,
-            children,
-        })
+        Junction::new(children).map(Self)
     }
 }
 
@@ -122,31 +142,20 @@ impl AttnMask for Or {
         "or"
     }
     fn allows(&self, b: usize, h: usize, q: usize, k: usize) -> bool {
-        self.children.iter().any(|c| c.allows(b, h, q, k))
+        self.0.children.iter().any(|c| c.allows(b, h, q, k))
     }
     fn classify(&self, b: usize, h: usize, q: Range<usize>, k: Range<usize>) -> TileKind {
-        let mut partial = 0;
-        for c in &self.children {
-            match c.classify(b, h, q.clone(), k.clone()) {
-                TileKind::Full => return TileKind::Full,
-                TileKind::Partial => partial += 1,
-                TileKind::Empty => {}
-            }
-        }
-        match partial {
-            0 => TileKind::Empty,
-            1 => TileKind::Partial,
-            _ => scan_tile(self, b, h, q, k),
-        }
+        self.0
+            .classify(self, TileKind::Full, TileKind::Empty, (b, h, q, k))
     }
     fn head_dependent(&self) -> bool {
-        self.children.iter().any(|c| c.head_dependent())
+        self.0.head_dependent()
     }
     fn batch_size(&self) -> Option<usize> {
-        self.batch
+        self.0.batch
     }
     fn seq_len(&self) -> Option<usize> {
-        self.seq
+        self.0.seq
     }
 }
 

@@ -12,8 +12,11 @@ use mask_core::MaskRng;
 
 /// The CPU backend, always tested.
 pub type Cpu = burn::backend::NdArray<f32>;
-/// The GPU backend (on CPU-only machines: Mesa's lavapipe).
+/// The GPU backend (on CPU-only machines: Mesa's lavapipe), with burn's operation fusion.
 pub type Gpu = burn::backend::Wgpu;
+/// The GPU backend without fusion.
+pub type GpuUnfused =
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 
 /// Standard normal samples (Box-Muller on `mask-core`'s counter-based stream).
 pub fn normal(n: usize, seed: u64) -> Vec<f32> {
