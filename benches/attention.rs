@@ -82,6 +82,18 @@ fn run<B: Backend>(
     }
 }
 
+/// Runs `step` `iters` times and returns the elapsed time, syncing the device before the clock
+/// starts and after every step (wgpu queues work asynchronously).
+fn timed<B: Backend>(device: &B::Device, iters: u64, mut step: impl FnMut()) -> Duration {
+    B::sync(device).unwrap();
+    let start = Instant::now();
+    for _ in 0..iters {
+        step();
+        B::sync(device).unwrap();
+    }
+    start.elapsed()
+}
+
 fn bench_forward<B: Backend>(c: &mut Criterion, backend: &str, device: &B::Device) {
     let mut group = c.benchmark_group(format!("{backend}/attention_fwd"));
     group
@@ -98,14 +110,9 @@ fn bench_forward<B: Backend>(c: &mut Criterion, backend: &str, device: &B::Devic
                 let id = BenchmarkId::new(format!("L{l}/{kernel}"), name);
                 group.bench_function(id, |b| {
                     b.iter_custom(|iters| {
-                        B::sync(device).unwrap();
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let out = run::<B>(kernel, inputs.clone(), &*mask, device);
-                            let _ = std::hint::black_box(out);
-                            B::sync(device).unwrap();
-                        }
-                        start.elapsed()
+                        timed::<B>(device, iters, || {
+                            std::hint::black_box(run::<B>(kernel, inputs.clone(), &*mask, device));
+                        })
                     })
                 });
             }
@@ -135,16 +142,11 @@ fn bench_backward<B: AutodiffBackend>(c: &mut Criterion, backend: &str, device: 
                 let id = BenchmarkId::new(format!("L{l}/{kernel}"), name);
                 group.bench_function(id, |b| {
                     b.iter_custom(|iters| {
-                        B::sync(device).unwrap();
-                        let start = Instant::now();
-                        for _ in 0..iters {
+                        timed::<B>(device, iters, || {
                             let [q, k, v] = inputs.clone().map(|t| t.require_grad());
                             let out = run::<B>(kernel, [q, k, v], &*mask, device);
-                            let grads = (out * dout.clone()).sum().backward();
-                            std::hint::black_box(grads);
-                            B::sync(device).unwrap();
-                        }
-                        start.elapsed()
+                            std::hint::black_box((out * dout.clone()).sum().backward());
+                        })
                     })
                 });
             }

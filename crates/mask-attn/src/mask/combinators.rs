@@ -8,42 +8,28 @@ use std::ops::Range;
 use super::{scan_tile, AttnMask, TileKind};
 use crate::error::{AttnError, Result};
 
-fn common_batch(children: &[Box<dyn AttnMask>]) -> Result<Option<usize>> {
-    let mut batch = None;
+/// The value of `get` that every child reporting one agrees on (`what` names it in errors).
+fn common(
+    children: &[Box<dyn AttnMask>],
+    get: fn(&dyn AttnMask) -> Option<usize>,
+    what: &str,
+) -> Result<Option<usize>> {
+    let mut agreed = None;
     for c in children {
-        if let Some(n) = c.batch_size() {
-            match batch {
+        if let Some(n) = get(&**c) {
+            match agreed {
                 Some(m) if m != n => {
                     return Err(AttnError::Shape {
-                        what: format!("batch size of `{}` in a combined mask", c.name()),
+                        what: format!("{what} of `{}` in a combined mask", c.name()),
                         expected: m,
                         got: n,
                     })
                 }
-                _ => batch = Some(n),
+                _ => agreed = Some(n),
             }
         }
     }
-    Ok(batch)
-}
-
-fn common_seq(children: &[Box<dyn AttnMask>]) -> Result<Option<usize>> {
-    let mut seq = None;
-    for c in children {
-        if let Some(n) = c.seq_len() {
-            match seq {
-                Some(m) if m != n => {
-                    return Err(AttnError::Shape {
-                        what: format!("sequence length of `{}` in a combined mask", c.name()),
-                        expected: m,
-                        got: n,
-                    })
-                }
-                _ => seq = Some(n),
-            }
-        }
-    }
-    Ok(seq)
+    Ok(agreed)
 }
 
 /// Children of an `and` / `or`, with the batch size and length they agree on.
@@ -57,8 +43,8 @@ struct Junction {
 impl Junction {
     fn new(children: Vec<Box<dyn AttnMask>>) -> Result<Self> {
         Ok(Self {
-            batch: common_batch(&children)?,
-            seq: common_seq(&children)?,
+            batch: common(&children, |c| c.batch_size(), "batch size")?,
+            seq: common(&children, |c| c.seq_len(), "sequence length")?,
             children,
         })
     }

@@ -4,8 +4,8 @@
 
 use std::ops::Range;
 
-use super::{AttnMask, TileKind};
-use crate::error::{AttnError, Result};
+use super::{check_rows_len, AttnMask, TileKind};
+use crate::error::Result;
 
 /// Bidirectional attention within documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,17 +19,9 @@ pub struct Document {
 impl Document {
     /// `doc_ids[b * seq_len + i]` is the document of position `i` of example `b`.
     pub fn new(doc_ids: &[u32], batch: usize, seq_len: usize) -> Result<Self> {
-        if doc_ids.len() != batch * seq_len {
-            return Err(AttnError::Length {
-                field: "doc_ids",
-                expected: batch * seq_len,
-                got: doc_ids.len(),
-            });
-        }
-        let rows: Vec<Vec<u32>> = doc_ids
-            .chunks(seq_len.max(1))
-            .take(batch)
-            .map(<[u32]>::to_vec)
+        check_rows_len("doc_ids", doc_ids.len(), batch, seq_len)?;
+        let rows: Vec<Vec<u32>> = (0..batch)
+            .map(|b| doc_ids[b * seq_len..(b + 1) * seq_len].to_vec())
             .collect();
         let runs = rows
             .iter()

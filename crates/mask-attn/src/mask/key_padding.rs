@@ -36,20 +36,9 @@ impl KeyPadding {
 
     /// Any padding pattern: `pad_mask[b * seq_len + k]` is `true` where key `k` is padding.
     pub fn from_pad_mask(pad_mask: &[bool], batch: usize, seq_len: usize) -> Result<Self> {
-        if pad_mask.len() != batch * seq_len {
-            return Err(AttnError::Length {
-                field: "pad_mask",
-                expected: batch * seq_len,
-                got: pad_mask.len(),
-            });
-        }
         Ok(Self {
             seq_len,
-            hidden: pad_mask
-                .chunks(seq_len.max(1))
-                .take(batch)
-                .map(|row| PrefixCount::new(row.iter().copied()))
-                .collect(),
+            hidden: PrefixCount::rows(pad_mask, batch, seq_len, "pad_mask")?,
         })
     }
 }

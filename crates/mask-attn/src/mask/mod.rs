@@ -33,6 +33,8 @@ pub use token_exclusion::TokenExclusion;
 
 use std::ops::Range;
 
+use crate::error::{AttnError, Result};
+
 /// How a tile of the (query, key) grid relates to the mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TileKind {
@@ -156,6 +158,20 @@ impl PrefixCount {
         Self { counts }
     }
 
+    /// One prefix count per row of a row-major `[batch, seq_len]` flag buffer, refusing a
+    /// buffer of the wrong length (named `field` in the error).
+    pub(crate) fn rows(
+        flags: &[bool],
+        batch: usize,
+        seq_len: usize,
+        field: &'static str,
+    ) -> Result<Vec<Self>> {
+        check_rows_len(field, flags.len(), batch, seq_len)?;
+        Ok((0..batch)
+            .map(|b| Self::new(flags[b * seq_len..(b + 1) * seq_len].iter().copied()))
+            .collect())
+    }
+
     /// Number of positions covered.
     pub(crate) fn len(&self) -> usize {
         self.counts.len() - 1
@@ -171,6 +187,24 @@ impl PrefixCount {
     /// Whether position `i` is `true`.
     pub(crate) fn get(&self, i: usize) -> bool {
         i < self.len() && self.counts[i + 1] != self.counts[i]
+    }
+}
+
+/// Checks that a row-major per-position input has `batch * seq_len` elements.
+pub(crate) fn check_rows_len(
+    field: &'static str,
+    len: usize,
+    batch: usize,
+    seq_len: usize,
+) -> Result<()> {
+    if len == batch * seq_len {
+        Ok(())
+    } else {
+        Err(AttnError::Length {
+            field,
+            expected: batch * seq_len,
+            got: len,
+        })
     }
 }
 

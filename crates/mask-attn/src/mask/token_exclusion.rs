@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::{AttnMask, PrefixCount, TileKind};
-use crate::error::{AttnError, Result};
+use crate::error::Result;
 
 /// Hides excluded positions both as queries and as keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,20 +19,9 @@ pub struct TokenExclusion {
 impl TokenExclusion {
     /// `excluded[b * seq_len + i]` is `true` where position `i` of example `b` is excluded.
     pub fn new(excluded: &[bool], batch: usize, seq_len: usize) -> Result<Self> {
-        if excluded.len() != batch * seq_len {
-            return Err(AttnError::Length {
-                field: "excluded",
-                expected: batch * seq_len,
-                got: excluded.len(),
-            });
-        }
         Ok(Self {
             seq_len,
-            excluded: excluded
-                .chunks(seq_len.max(1))
-                .take(batch)
-                .map(|row| PrefixCount::new(row.iter().copied()))
-                .collect(),
+            excluded: PrefixCount::rows(excluded, batch, seq_len, "excluded")?,
         })
     }
 }
