@@ -101,11 +101,30 @@ impl<B: Backend> MaskedSelfAttention<B> {
     /// - `x`: `[B, T, d_model]`
     /// - output: `[B, T, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>, mask: &dyn AttnMask) -> Result<Tensor<B, 3>, AttnError> {
+        self.forward_with(x, mask, |t| t)
+    }
+
+    /// Like [`forward`](Self::forward), with `qk` applied to the queries and keys after the
+    /// head split (rotary position embeddings hook in here).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d_model]`
+    /// - `qk` maps `[B, H, T, D]` to `[B, H, T, D]`
+    /// - output: `[B, T, d_model]`
+    pub fn forward_with<F>(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &dyn AttnMask,
+        qk: F,
+    ) -> Result<Tensor<B, 3>, AttnError>
+    where
+        F: Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+    {
         let [batch, seq, d_model] = x.dims();
         let (h, d) = (self.n_heads, self.d_k);
         let split = |t: Tensor<B, 3>| t.reshape([batch, seq, h, d]).swap_dims(1, 2); // [B, H, T, D]
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
+        let q = qk(split(self.query.forward(x.clone())));
+        let k = qk(split(self.key.forward(x.clone())));
         let v = split(self.value.forward(x));
         // burn's fused op is an inference path: it has no dropout, and under `Autodiff` burn
         // decomposes it anyway (full score matrix), with NaN gradients for rows without a
