@@ -1,0 +1,110 @@
+//! Losses over the positions that count: token cross-entropy at masked positions only (the
+//! average over masked tokens, not over all positions as a padded `CrossEntropyLoss` would
+//! give), and MAE's per-patch MSE over masked patches.
+//!
+//! Legend: B batch, T positions, N selected positions, V vocabulary, P patch features.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use mask_attn::mask_core::IGNORE_INDEX;
+
+use crate::error::{ModelError, Result};
+
+/// Positions with a label, gathered from `labels` (`IGNORE_INDEX` elsewhere): the flat
+/// positions `b * T + t` and their target ids, checked against the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MaskedTargets {
+    /// Flat positions into `[B * T]`.
+    pub positions: Vec<i64>,
+    /// Target ids, one per position.
+    pub targets: Vec<i64>,
+}
+
+impl MaskedTargets {
+    /// Collects the labelled positions of a `[B * T]` label vector.
+    pub fn from_labels(labels: &[i32], vocab_size: usize) -> Result<Self> {
+        let mut out = Self::default();
+        for (position, &label) in labels.iter().enumerate() {
+            if label == IGNORE_INDEX {
+                continue;
+            }
+            if label < 0 || label as usize >= vocab_size {
+                return Err(ModelError::OutOfVocab {
+                    field: "labels",
+                    id: label as i64,
+                    position,
+                    vocab_size,
+                });
+            }
+            out.positions.push(position as i64);
+            out.targets.push(label as i64);
+        }
+        Ok(out)
+    }
+
+    /// Number of labelled positions N.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Whether no position is labelled.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// `(positions [N], targets [N])` as tensors.
+    pub fn to_tensors<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> (Tensor<B, 1, Int>, Tensor<B, 1, Int>) {
+        let n = self.len();
+        (
+            Tensor::from_data(TensorData::new(self.positions.clone(), [n]), device),
+            Tensor::from_data(TensorData::new(self.targets.clone(), [n]), device),
+        )
+    }
+}
+
+/// Per-position cross-entropy `-log softmax(logits)[target]`.
+///
+/// # Shapes
+/// - `logits`: `[N, V]`, `targets`: `[N]` -> `[N]`
+pub fn token_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let log_probs = log_softmax(logits, 1); // [N, V]
+    log_probs
+        .gather(1, targets.unsqueeze_dim(1)) // [N, 1]
+        .squeeze_dim::<1>(1)
+        .neg()
+}
+
+/// Mean cross-entropy over the N labelled positions (the MLM loss).
+///
+/// # Shapes
+/// - `logits`: `[N, V]`, `targets`: `[N]` -> `[1]`
+pub fn masked_lm_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    token_cross_entropy(logits, targets).mean()
+}
+
+/// MAE loss: per-patch mean squared error, averaged over masked patches only (He et al. 2021,
+/// section 3). `mask` is 1 for masked (reconstructed) patches, 0 for visible ones.
+///
+/// # Shapes
+/// - `pred`, `target`: `[B, N, P]`, `mask`: `[B, N]` -> `[1]`
+pub fn masked_patch_mse<B: Backend>(
+    pred: Tensor<B, 3>,
+    target: Tensor<B, 3>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let per_patch = (pred - target)
+        .powi_scalar(2)
+        .mean_dim(2)
+        .squeeze_dim::<2>(2); // [B, N]
+    let masked = mask.clone().sum().clamp_min(1.0);
+    (per_patch * mask).sum() / masked
+}
