@@ -164,6 +164,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
+    // Fault injection for the crash test (mask-train's suite): die between write and rename.
+    if std::env::var_os("DYNMASK_FAULT_BEFORE_RENAME").is_some() {
+        std::process::abort();
+    }
     fs::rename(&tmp, path).map_err(io)?;
     // Persist the rename itself (not supported on every platform; best effort there).
     if let Ok(d) = File::open(&dir) {

@@ -1,7 +1,24 @@
 //! # mask-train
 //!
-//! Learner loop, data pipeline, metrics, checkpoints and CLI for training Transformers with
-//! dynamic masking. This first version ships the embedded real-data corpora; the learner loop
-//! follows in its own issue.
+//! Training Transformers with dynamic masking: embedded real data, a WordPiece tokenizer (HF
+//! `tokenizers`), a `(seed, step)`-addressed data pipeline with prefetching workers, the MLM
+//! learner loop (AdamW, warm-up + decay, global-norm clipping, fixed-mask evaluation, exact
+//! resume), fine-tuning, and metrics.
 
 pub mod data;
+pub mod error;
+pub mod experiment;
+pub mod finetune;
+pub mod metrics;
+pub mod pipeline;
+pub mod progress;
+pub mod schedule;
+pub mod tokenizer;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics};
+pub use pipeline::{BatchSchedule, Prefetcher, TrainBatch};
+pub use schedule::Decay;
+pub use tokenizer::{Encoded, TextTokenizer};
+pub use trainer::{EvalRecord, EvalSet, Event, MlmTrainer, StepRecord, TrainConfig};

@@ -1,0 +1,432 @@
+//! The static-vs-dynamic experiment: pretrain a small encoder on the embedded Austen corpus
+//! under several masking arms (same steps, seeds and data order), evaluate held-out MLM loss and
+//! accuracy on one fixed evaluation mask, fine-tune each on the fine-food reviews and report
+//! accuracy / precision / recall / F1 (mean ± std over seeds).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::tensor::backend::AutodiffBackend;
+use mask_core::{
+    CorruptionConfig, MaskingConfig, RateSchedule, Regime, SelectionConfig, VocabSpec,
+};
+use mask_model::{
+    ClassifierConfig, MlmConfig, PositionEncoding, TextEncoderConfig, TransformerConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{austen_paragraphs, finefood};
+use crate::error::{invalid, io_error, Result};
+use crate::finetune::{finetune_and_evaluate, FinetuneConfig, LabeledDoc};
+use crate::metrics::{ClassificationReport, ConfusionMatrix};
+use crate::progress::Progress;
+use crate::tokenizer::TextTokenizer;
+use crate::trainer::{EvalRecord, EvalSet, Event, MlmTrainer, StepRecord, TrainConfig};
+
+/// One masking arm of a study (the vocabulary comes from the tokenizer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Row name in the results.
+    pub name: String,
+    /// Selection. Default: bernoulli
+    #[serde(default)]
+    pub selection: SelectionConfig,
+    /// Rate schedule. Default: constant 0.15
+    #[serde(default)]
+    pub rate: RateSchedule,
+    /// Corruption. Default: 80/10/10
+    #[serde(default)]
+    pub corruption: CorruptionConfig,
+    /// Static or dynamic. Default: dynamic
+    #[serde(default)]
+    pub regime: Regime,
+}
+
+impl ArmConfig {
+    fn masking(&self, vocab: VocabSpec) -> MaskingConfig {
+        MaskingConfig::new(vocab)
+            .with_selection(self.selection)
+            .with_rate(self.rate)
+            .with_corruption(self.corruption)
+            .with_regime(self.regime)
+    }
+}
+
+/// Encoder size of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSize {
+    /// Width. Default: 128
+    pub d_model: usize,
+    /// Heads. Default: 2
+    pub n_heads: usize,
+    /// Blocks. Default: 2
+    pub n_layers: usize,
+    /// Feed-forward width. Default: 512
+    pub d_ff: usize,
+    /// Dropout. Default: 0.1
+    pub dropout: f64,
+}
+
+impl Default for ModelSize {
+    fn default() -> Self {
+        Self {
+            d_model: 128,
+            n_heads: 2,
+            n_layers: 2,
+            d_ff: 512,
+            dropout: 0.1,
+        }
+    }
+}
+
+/// A whole study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudyConfig {
+    /// Name (used for files). Default: static_vs_dynamic
+    pub name: String,
+    /// Output directory (tokenizer cache, logs, results). Default: runs/static_vs_dynamic
+    pub out_dir: String,
+    /// WordPiece vocabulary size. Default: 4096
+    pub vocab_size: usize,
+    /// Tokens per pretraining document (truncated). Default: 64
+    pub max_len: usize,
+    /// Every n-th paragraph is held out for evaluation. Default: 20
+    pub heldout_every: usize,
+    /// Use at most this many training paragraphs (`None`: all 9,783). Default: 1024
+    pub train_docs: Option<usize>,
+    /// Use at most this many held-out paragraphs (`None`: all 515). Default: 256
+    pub eval_docs: Option<usize>,
+    /// Encoder size.
+    pub model: ModelSize,
+    /// Pretraining settings (its `seed` is replaced by each of `seeds`).
+    pub train: TrainConfig,
+    /// Fine-tuning settings.
+    pub finetune: FinetuneConfig,
+    /// Tokens per fine-tuning review. Default: 96
+    pub finetune_max_len: usize,
+    /// Use at most this many fine-food training reviews (`None`: all 4,000). Default: 1000
+    pub finetune_train_docs: Option<usize>,
+    /// Use at most this many fine-food test reviews (`None`: all 1,000). Default: 500
+    pub finetune_test_docs: Option<usize>,
+    /// Seeds (one full run per arm and seed). Default: [0]
+    pub seeds: Vec<u64>,
+    /// Masking arms. Default: static k=1, static k=4, dynamic (Bernoulli 15%, 80/10/10)
+    pub arms: Vec<ArmConfig>,
+}
+
+impl Default for StudyConfig {
+    fn default() -> Self {
+        let arm = |name: &str, regime| ArmConfig {
+            name: name.into(),
+            selection: SelectionConfig::Bernoulli {},
+            rate: RateSchedule::default(),
+            corruption: CorruptionConfig::default(),
+            regime,
+        };
+        Self {
+            name: "static_vs_dynamic".into(),
+            out_dir: "runs/static_vs_dynamic".into(),
+            vocab_size: 4096,
+            max_len: 64,
+            heldout_every: 20,
+            train_docs: Some(1024),
+            eval_docs: Some(256),
+            model: ModelSize::default(),
+            train: TrainConfig {
+                steps: 256,
+                batch_size: 32,
+                lr: 1e-3,
+                warmup_steps: 24,
+                eval_every: 32,
+                ..TrainConfig::default()
+            },
+            finetune: FinetuneConfig::default(),
+            finetune_max_len: 96,
+            finetune_train_docs: Some(1000),
+            finetune_test_docs: Some(500),
+            seeds: vec![0],
+            arms: vec![
+                arm("static k=1", Regime::Static { dupe_factor: 1 }),
+                arm("static k=4", Regime::Static { dupe_factor: 4 }),
+                arm("dynamic", Regime::Dynamic {}),
+            ],
+        }
+    }
+}
+
+impl StudyConfig {
+    /// The ≤ 2-minute smoke version of a study (same arms, tiny data and step counts).
+    pub fn quick(mut self) -> Self {
+        self.train_docs = Some(256);
+        self.eval_docs = Some(64);
+        self.max_len = 32;
+        self.vocab_size = 2048;
+        self.model = ModelSize {
+            d_model: 64,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 128,
+            dropout: 0.1,
+        };
+        self.train.steps = 96;
+        self.train.batch_size = 16;
+        self.train.warmup_steps = 4;
+        self.train.eval_every = 16;
+        self.finetune.epochs = 1;
+        self.finetune.batch_size = 16;
+        self.finetune_max_len = 48;
+        self.finetune_train_docs = Some(256);
+        self.finetune_test_docs = Some(128);
+        self.out_dir = format!("{}-quick", self.out_dir);
+        self
+    }
+
+    /// Checks the study-level fields (run-level ones are checked when each run starts).
+    pub fn validate(&self) -> Result<()> {
+        if self.arms.is_empty() {
+            return Err(invalid("arms", "[]", "at least one masking arm"));
+        }
+        if self.seeds.is_empty() {
+            return Err(invalid("seeds", "[]", "at least one seed"));
+        }
+        if self.heldout_every < 2 {
+            return Err(invalid("heldout_every", self.heldout_every, "at least 2"));
+        }
+        self.train.validate()
+    }
+}
+
+/// Result of one arm and seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Arm name.
+    pub arm: String,
+    /// Seed.
+    pub seed: u64,
+    /// Pretraining steps.
+    pub history: Vec<StepRecord>,
+    /// Held-out evaluations (fixed masks).
+    pub evals: Vec<EvalRecord>,
+    /// Fine-food test scores.
+    pub finefood: ClassificationReport,
+    /// Fine-food confusion matrix (rows true, columns predicted; classes other, great).
+    pub confusion: ConfusionMatrix,
+    /// Wall time of pretraining + fine-tuning, seconds.
+    pub seconds: f64,
+}
+
+/// Everything a study produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyResults {
+    /// The config that ran.
+    pub config: StudyConfig,
+    /// One result per arm and seed.
+    pub runs: Vec<RunResult>,
+}
+
+fn labeled(
+    tok: &TextTokenizer,
+    rows: &[crate::data::LabeledText],
+    max_len: usize,
+    limit: Option<usize>,
+) -> Result<Vec<LabeledDoc>> {
+    let rows = &rows[..limit.unwrap_or(rows.len()).min(rows.len())];
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let docs = tok.encode_batch(&texts, max_len)?;
+    Ok(docs
+        .into_iter()
+        .zip(rows)
+        .map(|(doc, r)| LabeledDoc {
+            doc,
+            label: usize::from(r.label == "great"),
+        })
+        .collect())
+}
+
+/// Runs a study on backend `B`, logging JSONL per run under `out_dir` and progress on stderr.
+pub fn run_study<B: AutodiffBackend>(
+    config: &StudyConfig,
+    device: &B::Device,
+) -> Result<StudyResults> {
+    config.validate()?;
+    let out = PathBuf::from(&config.out_dir);
+    std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+
+    // Data: held-out split by paragraph, tokenizer trained on the training split only.
+    let paragraphs = austen_paragraphs()?;
+    let (mut train_texts, mut eval_texts) = (vec![], vec![]);
+    for (i, p) in paragraphs.iter().enumerate() {
+        if i % config.heldout_every == 0 {
+            eval_texts.push(p.text.as_str())
+        } else {
+            train_texts.push(p.text.as_str())
+        }
+    }
+    train_texts.truncate(config.train_docs.unwrap_or(usize::MAX));
+    eval_texts.truncate(config.eval_docs.unwrap_or(usize::MAX));
+    let tok_path = out.join(format!("tokenizer-{}.json", config.vocab_size));
+    let tok = TextTokenizer::load_or_train(&tok_path, &train_texts, config.vocab_size)?;
+    let train_docs = Arc::new(tok.encode_batch(&train_texts, config.max_len)?);
+    let eval_docs = tok.encode_batch(&eval_texts, config.max_len)?;
+    let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());
+    let eval_policy = MaskingConfig::new(vocab.clone()).build()?;
+    let eval = EvalSet::new(&eval_docs, eval_policy, tok.pad_id, 64, 20_261_128)?;
+    let (ff_train, ff_test) = finefood()?;
+    let ff_train = labeled(
+        &tok,
+        &ff_train,
+        config.finetune_max_len,
+        config.finetune_train_docs,
+    )?;
+    let ff_test = labeled(
+        &tok,
+        &ff_test,
+        config.finetune_max_len,
+        config.finetune_test_docs,
+    )?;
+
+    let m = &config.model;
+    let encoder = TextEncoderConfig::new(
+        TransformerConfig::new(m.d_model, m.n_heads, m.n_layers, m.d_ff)
+            .with_dropout(m.dropout)
+            .with_attn_dropout(m.dropout),
+        tok.vocab_size(),
+    )
+    .with_max_len(config.max_len.max(config.finetune_max_len))
+    .with_position(PositionEncoding::Learned);
+    let model_config = MlmConfig::new(encoder.clone());
+    let clf_config = ClassifierConfig::new(encoder, 2);
+
+    let mut runs = vec![];
+    for &seed in &config.seeds {
+        for arm in &config.arms {
+            let started = std::time::Instant::now();
+            let train = TrainConfig {
+                seed,
+                ..config.train.clone()
+            };
+            let masking = arm.masking(vocab.clone());
+            let mut trainer = MlmTrainer::<B>::new(model_config.clone(), train, masking, device)?;
+            let slug: String = arm
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let log_path = out.join(format!("{slug}-seed{seed}.jsonl"));
+            let mut log = std::io::BufWriter::new(
+                std::fs::File::create(&log_path).map_err(io_error(&log_path))?,
+            );
+            let mut progress =
+                Progress::new(&format!("{} seed {seed}", arm.name), config.train.steps, 0);
+            trainer.run(Arc::clone(&train_docs), tok.pad_id, Some(&eval), &mut |e| {
+                let line = match e {
+                    Event::Step(r) => {
+                        progress.step(r.step + 1, r.tokens, r.loss);
+                        serde_json::json!({ "type": "step", "arm": arm.name, "seed": seed, "record": r })
+                    }
+                    Event::Eval(r) => serde_json::json!({ "type": "eval", "arm": arm.name, "seed": seed, "record": r }),
+                };
+                let _ = writeln!(log, "{line}");
+            })?;
+            let ft = FinetuneConfig {
+                seed,
+                ..config.finetune.clone()
+            };
+            let confusion = finetune_and_evaluate::<B>(
+                trainer.model.encoder.clone(),
+                &clf_config,
+                &ff_train,
+                &ff_test,
+                &ft,
+                device,
+            )?;
+            let finefood = confusion.report();
+            let _ = writeln!(
+                log,
+                "{}",
+                serde_json::json!({ "type": "finefood", "arm": arm.name, "seed": seed, "report": finefood, "confusion": confusion.rows() })
+            );
+            runs.push(RunResult {
+                arm: arm.name.clone(),
+                seed,
+                history: trainer.history.clone(),
+                evals: trainer.evals.clone(),
+                finefood,
+                confusion,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    let results = StudyResults {
+        config: config.clone(),
+        runs,
+    };
+    let path = out.join("results.json");
+    mask_model::checkpoint::write_atomic(
+        &path,
+        serde_json::to_string_pretty(&results)
+            .expect("serialises")
+            .as_bytes(),
+    )?;
+    Ok(results)
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The results table (Markdown): one row per arm, mean ± std over seeds.
+pub fn results_table(results: &StudyResults) -> String {
+    let mut out = String::from(
+        "| arm | held-out MLM loss | held-out MLM acc | fine-food acc | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let fmt = |v: &[f64], pct: bool| {
+        let (m, s) = mean_std(v);
+        let k = if pct { 100.0 } else { 1.0 };
+        if v.len() > 1 {
+            format!("{:.3} ± {:.3}", m * k, s * k)
+        } else {
+            format!("{:.3}", m * k)
+        }
+    };
+    for arm in &results.config.arms {
+        let runs: Vec<&RunResult> = results.runs.iter().filter(|r| r.arm == arm.name).collect();
+        let last = |f: fn(&EvalRecord) -> f64| {
+            runs.iter()
+                .filter_map(|r| r.evals.last().map(f))
+                .collect::<Vec<_>>()
+        };
+        let ff = |f: fn(&ClassificationReport) -> f64| {
+            runs.iter().map(|r| f(&r.finefood)).collect::<Vec<_>>()
+        };
+        out += &format!(
+            "| {} | {} | {}% | {}% | {}% | {}% | {}% |\n",
+            arm.name,
+            fmt(&last(|e| e.mlm_loss), false),
+            fmt(&last(|e| e.mlm_acc), true),
+            fmt(&ff(|r| r.accuracy), true),
+            fmt(&ff(|r| r.macro_precision), true),
+            fmt(&ff(|r| r.macro_recall), true),
+            fmt(&ff(|r| r.macro_f1), true),
+        );
+    }
+    out
+}
+
+/// Reads a study config from TOML.
+pub fn load_study(path: &Path) -> Result<StudyConfig> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    toml::from_str(&text)
+        .map_err(|e| invalid("config", path.display(), format!("a valid study TOML: {e}")))
+}
