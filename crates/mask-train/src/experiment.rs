@@ -137,14 +137,14 @@ impl Default for StudyConfig {
             eval_docs: Some(256),
             model: ModelSize::default(),
             train: TrainConfig {
-                steps: 256,
+                steps: 512,
                 batch_size: 32,
-                lr: 1e-3,
-                warmup_steps: 24,
-                eval_every: 32,
+                lr: 1.5e-3,
+                warmup_steps: 32,
+                eval_every: 64,
                 ..TrainConfig::default()
             },
-            finetune: FinetuneConfig::default(),
+            finetune: FinetuneConfig { epochs: 4, lr: 2e-3, ..FinetuneConfig::default() },
             finetune_max_len: 96,
             finetune_train_docs: Some(1000),
             finetune_test_docs: Some(500),
@@ -299,7 +299,8 @@ pub fn run_study<B: AutodiffBackend>(
     .with_max_len(config.max_len.max(config.finetune_max_len))
     .with_position(PositionEncoding::Learned);
     let model_config = MlmConfig::new(encoder.clone());
-    let clf_config = ClassifierConfig::new(encoder, 2);
+    // Mean pooling: a small encoder pretrained briefly has no trained [CLS] summary (no NSP).
+    let clf_config = ClassifierConfig::new(encoder, 2).with_pooling(mask_model::Pooling::Mean);
 
     let mut runs = vec![];
     for &seed in &config.seeds {
@@ -429,4 +430,40 @@ pub fn load_study(path: &Path) -> Result<StudyConfig> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
     toml::from_str(&text)
         .map_err(|e| invalid("config", path.display(), format!("a valid study TOML: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_the_default_and_typos_are_refused() {
+        let text = include_str!("../../../configs/static_vs_dynamic.toml");
+        let parsed: StudyConfig = toml::from_str(text).unwrap();
+        assert_eq!(parsed, StudyConfig::default());
+        let typo = text.replace("warmup_steps", "warmup_stpes");
+        let err = toml::from_str::<StudyConfig>(&typo).unwrap_err().to_string();
+        assert!(err.contains("unknown field `warmup_stpes`"), "{err}");
+        let wrong = text.replace("type = \"dynamic\"", "type = \"sometimes\"");
+        assert!(toml::from_str::<StudyConfig>(&wrong).is_err());
+    }
+
+    #[test]
+    fn study_validation_names_the_field() {
+        let mut c = StudyConfig::default();
+        c.arms.clear();
+        assert!(c.validate().unwrap_err().to_string().starts_with("`arms` = []"));
+        let mut c = StudyConfig::default();
+        c.train.lr = -1.0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("`lr` = -1"));
+        let err = load_study(Path::new("/nonexistent/study.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/study.toml"), "{err}");
+    }
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert!((m - 2.5).abs() < 1e-12 && (s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[7.0]), (7.0, 0.0));
+    }
 }
