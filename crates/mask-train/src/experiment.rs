@@ -21,7 +21,7 @@ use crate::error::{invalid, io_error, Result};
 use crate::finetune::{finetune_and_evaluate, FinetuneConfig, LabeledDoc};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::progress::Progress;
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::trainer::{EvalRecord, EvalSet, Event, MlmTrainer, StepRecord, TrainConfig};
 
 /// One masking arm of a study (the vocabulary comes from the tokenizer).
@@ -112,6 +112,12 @@ pub struct StudyConfig {
     pub finetune_train_docs: Option<usize>,
     /// Use at most this many fine-food test reviews (`None`: all 1,000). Default: 500
     pub finetune_test_docs: Option<usize>,
+    /// Pretraining corpus: a text file, one document per line (`None`: the embedded Austen
+    /// paragraphs). Default: None
+    pub corpus: Option<String>,
+    /// Fine-tuning data: TSV files with a header and `label` / `text` columns, `[train, test]`
+    /// (`None`: the embedded fine-food reviews). Default: None
+    pub classification: Option<[String; 2]>,
     /// Seeds (one full run per arm and seed). Default: [0]
     pub seeds: Vec<u64>,
     /// Masking arms. Default: static k=1, static k=4, dynamic (Bernoulli 15%, 80/10/10)
@@ -144,10 +150,16 @@ impl Default for StudyConfig {
                 eval_every: 64,
                 ..TrainConfig::default()
             },
-            finetune: FinetuneConfig { epochs: 4, lr: 2e-3, ..FinetuneConfig::default() },
+            finetune: FinetuneConfig {
+                epochs: 4,
+                lr: 2e-3,
+                ..FinetuneConfig::default()
+            },
             finetune_max_len: 96,
             finetune_train_docs: Some(1000),
             finetune_test_docs: Some(500),
+            corpus: None,
+            classification: None,
             seeds: vec![0],
             arms: vec![
                 arm("static k=1", Regime::Static { dupe_factor: 1 }),
@@ -213,7 +225,8 @@ pub struct RunResult {
     pub evals: Vec<EvalRecord>,
     /// Fine-food test scores.
     pub finefood: ClassificationReport,
-    /// Fine-food confusion matrix (rows true, columns predicted; classes other, great).
+    /// Fine-tuning confusion matrix (rows true, columns predicted; classes sorted by name, so
+    /// `great`, `other` for the fine-food reviews).
     pub confusion: ConfusionMatrix,
     /// Wall time of pretraining + fine-tuning, seconds.
     pub seconds: f64,
@@ -231,20 +244,269 @@ pub struct StudyResults {
 fn labeled(
     tok: &TextTokenizer,
     rows: &[crate::data::LabeledText],
+    classes: &[String],
     max_len: usize,
     limit: Option<usize>,
 ) -> Result<Vec<LabeledDoc>> {
     let rows = &rows[..limit.unwrap_or(rows.len()).min(rows.len())];
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let docs = tok.encode_batch(&texts, max_len)?;
-    Ok(docs
-        .into_iter()
+    docs.into_iter()
         .zip(rows)
-        .map(|(doc, r)| LabeledDoc {
-            doc,
-            label: usize::from(r.label == "great"),
+        .map(|(doc, r)| {
+            let label = classes.iter().position(|c| *c == r.label).ok_or_else(|| {
+                invalid(
+                    "label",
+                    &r.label,
+                    format!("one of the training labels {classes:?}"),
+                )
+            })?;
+            Ok(LabeledDoc { doc, label })
         })
-        .collect())
+        .collect()
+}
+
+/// Everything a study's runs share: tokenizer, tokenized corpora, the fixed evaluation set,
+/// the fine-food splits and the model configs.
+pub struct StudyData {
+    /// The tokenizer (trained on the training paragraphs, cached in `out_dir`).
+    pub tokenizer: TextTokenizer,
+    /// Tokenized training paragraphs.
+    pub train_docs: Arc<Vec<Encoded>>,
+    /// Held-out paragraphs under the fixed evaluation mask.
+    pub eval: EvalSet,
+    /// Fine-food training reviews.
+    pub ff_train: Vec<LabeledDoc>,
+    /// Fine-food test reviews.
+    pub ff_test: Vec<LabeledDoc>,
+    /// Vocabulary of the masking policies.
+    pub vocab: VocabSpec,
+    /// Pretraining model.
+    pub model_config: MlmConfig,
+    /// Fine-tuning model (mean pooling).
+    pub clf_config: ClassifierConfig,
+    /// Class names, sorted; the class index is the position (fine-food: `great`, `other`).
+    pub classes: Vec<String>,
+}
+
+impl StudyData {
+    /// Prepares the data of `config` (creating `out_dir`).
+    pub fn prepare(config: &StudyConfig) -> Result<Self> {
+        config.validate()?;
+        let out = PathBuf::from(&config.out_dir);
+        std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+        // Held-out split by paragraph; the tokenizer sees the training split only.
+        let paragraphs: Vec<String> = match &config.corpus {
+            Some(path) => crate::data::read_lines_corpus(Path::new(path))?,
+            None => austen_paragraphs()?.into_iter().map(|p| p.text).collect(),
+        };
+        let (mut train_texts, mut eval_texts) = (vec![], vec![]);
+        for (i, p) in paragraphs.iter().enumerate() {
+            if i % config.heldout_every == 0 {
+                eval_texts.push(p.as_str())
+            } else {
+                train_texts.push(p.as_str())
+            }
+        }
+        if train_texts.is_empty() || eval_texts.is_empty() {
+            return Err(invalid(
+                "corpus",
+                format!("{} documents", paragraphs.len()),
+                format!(
+                    "at least {} documents (one held out every {})",
+                    config.heldout_every + 1,
+                    config.heldout_every
+                ),
+            ));
+        }
+        train_texts.truncate(config.train_docs.unwrap_or(usize::MAX));
+        eval_texts.truncate(config.eval_docs.unwrap_or(usize::MAX));
+        let tok_path = out.join(format!("tokenizer-{}.json", config.vocab_size));
+        let tok = TextTokenizer::load_or_train(&tok_path, &train_texts, config.vocab_size)?;
+        let train_docs = Arc::new(tok.encode_batch(&train_texts, config.max_len)?);
+        let eval_docs = tok.encode_batch(&eval_texts, config.max_len)?;
+        let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());
+        let eval_policy = MaskingConfig::new(vocab.clone()).build()?;
+        let eval = EvalSet::new(&eval_docs, eval_policy, tok.pad_id, 64, 20_261_128)?;
+        let (ff_train, ff_test) = match &config.classification {
+            Some([train, test]) => (
+                crate::data::read_labeled_tsv(Path::new(train))?,
+                crate::data::read_labeled_tsv(Path::new(test))?,
+            ),
+            None => finefood()?,
+        };
+        let mut classes: Vec<String> = ff_train.iter().map(|r| r.label.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        if classes.len() < 2 {
+            return Err(invalid(
+                "classification",
+                format!("{classes:?}"),
+                "at least two labels in the training TSV",
+            ));
+        }
+        let ff_train = labeled(
+            &tok,
+            &ff_train,
+            &classes,
+            config.finetune_max_len,
+            config.finetune_train_docs,
+        )?;
+        let ff_test = labeled(
+            &tok,
+            &ff_test,
+            &classes,
+            config.finetune_max_len,
+            config.finetune_test_docs,
+        )?;
+        let m = &config.model;
+        let encoder = TextEncoderConfig::new(
+            TransformerConfig::new(m.d_model, m.n_heads, m.n_layers, m.d_ff)
+                .with_dropout(m.dropout)
+                .with_attn_dropout(m.dropout),
+            tok.vocab_size(),
+        )
+        .with_max_len(config.max_len.max(config.finetune_max_len))
+        .with_position(PositionEncoding::Learned);
+        let model_config = MlmConfig::new(encoder.clone());
+        // Mean pooling: a small encoder pretrained briefly has no trained [CLS] summary (no NSP).
+        let clf_config =
+            ClassifierConfig::new(encoder, classes.len()).with_pooling(mask_model::Pooling::Mean);
+        Ok(Self {
+            classes,
+            tokenizer: tok,
+            train_docs,
+            eval,
+            ff_train,
+            ff_test,
+            vocab,
+            model_config,
+            clf_config,
+        })
+    }
+
+    /// The arm of `config` named `name`.
+    pub fn arm<'a>(config: &'a StudyConfig, name: &str) -> Result<&'a ArmConfig> {
+        config.arms.iter().find(|a| a.name == name).ok_or_else(|| {
+            let known: Vec<&str> = config.arms.iter().map(|a| a.name.as_str()).collect();
+            invalid(
+                "arm",
+                name,
+                format!("one of the study's arms: {}", known.join(", ")),
+            )
+        })
+    }
+}
+
+/// Periodic checkpoints of a pretraining run.
+#[derive(Debug, Clone)]
+pub struct CheckpointPlan {
+    /// Directory of `ckpt-<step>.dynmask` files.
+    pub dir: PathBuf,
+    /// Save every this many steps (and at the end).
+    pub every: u64,
+    /// Keep the newest N checkpoints.
+    pub keep_last: usize,
+    /// Resume from this checkpoint.
+    pub resume: Option<PathBuf>,
+}
+
+fn log_path(out: &Path, arm: &ArmConfig, seed: u64) -> PathBuf {
+    let slug: String = arm
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    out.join(format!("{slug}-seed{seed}.jsonl"))
+}
+
+fn append_jsonl(out: &Path, arm: &ArmConfig, seed: u64, value: &serde_json::Value) -> Result<()> {
+    let path = log_path(out, arm, seed);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    writeln!(f, "{value}").map_err(io_error(&path))
+}
+
+/// Keeps the newest `keep` `ckpt-*.dynmask` files of `dir`.
+fn prune_checkpoints(dir: &Path, keep: usize) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ckpt-") && n.ends_with(".dynmask"))
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(keep.max(1));
+    for old in &files[..excess] {
+        std::fs::remove_file(old).map_err(io_error(old))?;
+    }
+    Ok(())
+}
+
+/// Pretrains one arm with one seed (optionally checkpointing / resuming), logging JSONL to
+/// `out_dir/<arm>-seed<seed>.jsonl`.
+pub fn pretrain_arm<B: AutodiffBackend>(
+    config: &StudyConfig,
+    data: &StudyData,
+    arm: &ArmConfig,
+    seed: u64,
+    plan: Option<&CheckpointPlan>,
+    device: &B::Device,
+) -> Result<MlmTrainer<B>> {
+    let train = TrainConfig {
+        seed,
+        ..config.train.clone()
+    };
+    let masking = arm.masking(data.vocab.clone());
+    let mut trainer = match plan.and_then(|p| p.resume.as_ref()) {
+        Some(path) => {
+            MlmTrainer::<B>::resume(path, data.model_config.clone(), train, masking, device)?
+        }
+        None => MlmTrainer::<B>::new(data.model_config.clone(), train, masking, device)?,
+    };
+    let out = PathBuf::from(&config.out_dir);
+    let log_path = log_path(&out, arm, seed);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(trainer.step > 0)
+        .write(true)
+        .truncate(trainer.step == 0)
+        .open(&log_path)
+        .map_err(io_error(&log_path))?;
+    let mut log = std::io::BufWriter::new(file);
+    let total = config.train.steps;
+    let mut progress = Progress::new(&format!("{} seed {seed}", arm.name), total, trainer.step);
+    let every = plan.map_or(total, |p| p.every.max(1));
+    while trainer.step < total {
+        let until = (trainer.step + every).min(total);
+        let before = trainer.step;
+        trainer.run_until(until, Arc::clone(&data.train_docs), data.tokenizer.pad_id, Some(&data.eval), &mut |e| {
+            let line = match e {
+                Event::Step(r) => {
+                    progress.step(r.step + 1, r.tokens, r.loss);
+                    serde_json::json!({ "type": "step", "arm": arm.name, "seed": seed, "record": r })
+                }
+                Event::Eval(r) => serde_json::json!({ "type": "eval", "arm": arm.name, "seed": seed, "record": r }),
+            };
+            let _ = writeln!(log, "{line}");
+        })?;
+        let _ = log.flush();
+        if let Some(p) = plan {
+            std::fs::create_dir_all(&p.dir).map_err(io_error(&p.dir))?;
+            trainer.save(&p.dir.join(format!("ckpt-{:08}.dynmask", trainer.step)))?;
+            prune_checkpoints(&p.dir, p.keep_last)?;
+        }
+        if trainer.step == before || trainer.step < until {
+            break; // early stopping
+        }
+    }
+    Ok(trainer)
 }
 
 /// Runs a study on backend `B`, logging JSONL per run under `out_dir` and progress on stderr.
@@ -252,105 +514,32 @@ pub fn run_study<B: AutodiffBackend>(
     config: &StudyConfig,
     device: &B::Device,
 ) -> Result<StudyResults> {
-    config.validate()?;
+    let data = StudyData::prepare(config)?;
     let out = PathBuf::from(&config.out_dir);
-    std::fs::create_dir_all(&out).map_err(io_error(&out))?;
-
-    // Data: held-out split by paragraph, tokenizer trained on the training split only.
-    let paragraphs = austen_paragraphs()?;
-    let (mut train_texts, mut eval_texts) = (vec![], vec![]);
-    for (i, p) in paragraphs.iter().enumerate() {
-        if i % config.heldout_every == 0 {
-            eval_texts.push(p.text.as_str())
-        } else {
-            train_texts.push(p.text.as_str())
-        }
-    }
-    train_texts.truncate(config.train_docs.unwrap_or(usize::MAX));
-    eval_texts.truncate(config.eval_docs.unwrap_or(usize::MAX));
-    let tok_path = out.join(format!("tokenizer-{}.json", config.vocab_size));
-    let tok = TextTokenizer::load_or_train(&tok_path, &train_texts, config.vocab_size)?;
-    let train_docs = Arc::new(tok.encode_batch(&train_texts, config.max_len)?);
-    let eval_docs = tok.encode_batch(&eval_texts, config.max_len)?;
-    let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());
-    let eval_policy = MaskingConfig::new(vocab.clone()).build()?;
-    let eval = EvalSet::new(&eval_docs, eval_policy, tok.pad_id, 64, 20_261_128)?;
-    let (ff_train, ff_test) = finefood()?;
-    let ff_train = labeled(
-        &tok,
-        &ff_train,
-        config.finetune_max_len,
-        config.finetune_train_docs,
-    )?;
-    let ff_test = labeled(
-        &tok,
-        &ff_test,
-        config.finetune_max_len,
-        config.finetune_test_docs,
-    )?;
-
-    let m = &config.model;
-    let encoder = TextEncoderConfig::new(
-        TransformerConfig::new(m.d_model, m.n_heads, m.n_layers, m.d_ff)
-            .with_dropout(m.dropout)
-            .with_attn_dropout(m.dropout),
-        tok.vocab_size(),
-    )
-    .with_max_len(config.max_len.max(config.finetune_max_len))
-    .with_position(PositionEncoding::Learned);
-    let model_config = MlmConfig::new(encoder.clone());
-    // Mean pooling: a small encoder pretrained briefly has no trained [CLS] summary (no NSP).
-    let clf_config = ClassifierConfig::new(encoder, 2).with_pooling(mask_model::Pooling::Mean);
-
     let mut runs = vec![];
     for &seed in &config.seeds {
         for arm in &config.arms {
             let started = std::time::Instant::now();
-            let train = TrainConfig {
-                seed,
-                ..config.train.clone()
-            };
-            let masking = arm.masking(vocab.clone());
-            let mut trainer = MlmTrainer::<B>::new(model_config.clone(), train, masking, device)?;
-            let slug: String = arm
-                .name
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            let log_path = out.join(format!("{slug}-seed{seed}.jsonl"));
-            let mut log = std::io::BufWriter::new(
-                std::fs::File::create(&log_path).map_err(io_error(&log_path))?,
-            );
-            let mut progress =
-                Progress::new(&format!("{} seed {seed}", arm.name), config.train.steps, 0);
-            trainer.run(Arc::clone(&train_docs), tok.pad_id, Some(&eval), &mut |e| {
-                let line = match e {
-                    Event::Step(r) => {
-                        progress.step(r.step + 1, r.tokens, r.loss);
-                        serde_json::json!({ "type": "step", "arm": arm.name, "seed": seed, "record": r })
-                    }
-                    Event::Eval(r) => serde_json::json!({ "type": "eval", "arm": arm.name, "seed": seed, "record": r }),
-                };
-                let _ = writeln!(log, "{line}");
-            })?;
+            let trainer = pretrain_arm::<B>(config, &data, arm, seed, None, device)?;
             let ft = FinetuneConfig {
                 seed,
                 ..config.finetune.clone()
             };
             let confusion = finetune_and_evaluate::<B>(
                 trainer.model.encoder.clone(),
-                &clf_config,
-                &ff_train,
-                &ff_test,
+                &data.clf_config,
+                &data.ff_train,
+                &data.ff_test,
                 &ft,
                 device,
             )?;
             let finefood = confusion.report();
-            let _ = writeln!(
-                log,
-                "{}",
-                serde_json::json!({ "type": "finefood", "arm": arm.name, "seed": seed, "report": finefood, "confusion": confusion.rows() })
-            );
+            append_jsonl(
+                &out,
+                arm,
+                seed,
+                &serde_json::json!({ "type": "finefood", "arm": arm.name, "seed": seed, "report": finefood, "confusion": confusion.rows() }),
+            )?;
             runs.push(RunResult {
                 arm: arm.name.clone(),
                 seed,
@@ -373,6 +562,7 @@ pub fn run_study<B: AutodiffBackend>(
             .expect("serialises")
             .as_bytes(),
     )?;
+    crate::plot::plot_study(&results, &out.join("curves.svg"))?;
     Ok(results)
 }
 
@@ -442,7 +632,9 @@ mod tests {
         let parsed: StudyConfig = toml::from_str(text).unwrap();
         assert_eq!(parsed, StudyConfig::default());
         let typo = text.replace("warmup_steps", "warmup_stpes");
-        let err = toml::from_str::<StudyConfig>(&typo).unwrap_err().to_string();
+        let err = toml::from_str::<StudyConfig>(&typo)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `warmup_stpes`"), "{err}");
         let wrong = text.replace("type = \"dynamic\"", "type = \"sometimes\"");
         assert!(toml::from_str::<StudyConfig>(&wrong).is_err());
@@ -452,10 +644,18 @@ mod tests {
     fn study_validation_names_the_field() {
         let mut c = StudyConfig::default();
         c.arms.clear();
-        assert!(c.validate().unwrap_err().to_string().starts_with("`arms` = []"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("`arms` = []"));
         let mut c = StudyConfig::default();
         c.train.lr = -1.0;
-        assert!(c.validate().unwrap_err().to_string().starts_with("`lr` = -1"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("`lr` = -1"));
         let err = load_study(Path::new("/nonexistent/study.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/study.toml"), "{err}");
     }

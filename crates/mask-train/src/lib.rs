@@ -11,6 +11,7 @@ pub mod experiment;
 pub mod finetune;
 pub mod metrics;
 pub mod pipeline;
+pub mod plot;
 pub mod progress;
 pub mod schedule;
 pub mod tokenizer;
