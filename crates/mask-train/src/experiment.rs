@@ -112,6 +112,8 @@ pub struct StudyConfig {
     pub finetune_train_docs: Option<usize>,
     /// Use at most this many fine-food test reviews (`None`: all 1,000). Default: 500
     pub finetune_test_docs: Option<usize>,
+    /// A `tokenizer.json` to use instead of training one on the corpus. Default: None
+    pub tokenizer: Option<String>,
     /// Pretraining corpus: a text file, one document per line (`None`: the embedded Austen
     /// paragraphs). Default: None
     pub corpus: Option<String>,
@@ -158,6 +160,7 @@ impl Default for StudyConfig {
             finetune_max_len: 96,
             finetune_train_docs: Some(1000),
             finetune_test_docs: Some(500),
+            tokenizer: None,
             corpus: None,
             classification: None,
             seeds: vec![0],
@@ -322,7 +325,10 @@ impl StudyData {
         train_texts.truncate(config.train_docs.unwrap_or(usize::MAX));
         eval_texts.truncate(config.eval_docs.unwrap_or(usize::MAX));
         let tok_path = out.join(format!("tokenizer-{}.json", config.vocab_size));
-        let tok = TextTokenizer::load_or_train(&tok_path, &train_texts, config.vocab_size)?;
+        let tok = match &config.tokenizer {
+            Some(path) => TextTokenizer::load(Path::new(path))?,
+            None => TextTokenizer::load_or_train(&tok_path, &train_texts, config.vocab_size)?,
+        };
         let train_docs = Arc::new(tok.encode_batch(&train_texts, config.max_len)?);
         let eval_docs = tok.encode_batch(&eval_texts, config.max_len)?;
         let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());

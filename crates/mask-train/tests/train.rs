@@ -368,3 +368,32 @@ fn quick_study_runs_end_to_end() {
     assert_eq!(table.lines().count(), 2 + 3, "{table}");
     assert!(Path::new(&config.out_dir).join("results.json").exists());
 }
+
+#[test]
+fn early_stopping_stops_after_patience_evaluations_without_improvement() {
+    let _serial = serial();
+    let (tok, docs, vocab) = setup(64, 24);
+    let model = tiny_model(tok.vocab_size());
+    // A learning rate too small to move any f32 weight: the evaluation loss never improves.
+    let train = TrainConfig {
+        lr: 1e-12,
+        eval_every: 2,
+        early_stopping_patience: Some(2),
+        ..tiny_train(20)
+    };
+    let mut t = MlmTrainer::<B>::new(
+        model,
+        train,
+        MaskingConfig::new(vocab.clone()),
+        &Default::default(),
+    )
+    .unwrap();
+    let eval_policy = MaskingConfig::new(vocab).build().unwrap();
+    let eval = mask_train::EvalSet::new(&docs[..16], eval_policy, tok.pad_id, 8, 1).unwrap();
+    t.run(Arc::clone(&docs), tok.pad_id, Some(&eval), &mut |_| {})
+        .unwrap();
+    // Evaluations at steps 2 (best), 4 (stale 1), 6 (stale 2 -> stop).
+    assert_eq!(t.step, 6);
+    assert_eq!(t.evals.len(), 3);
+    assert_eq!(t.evals[0].mlm_loss, t.evals[2].mlm_loss);
+}
