@@ -22,11 +22,13 @@ const STEPS: u64 = 8;
 
 fn overhead(c: &mut Criterion) {
     let device = Default::default();
-    let mut config = StudyConfig::default();
-    config.out_dir = std::env::temp_dir()
-        .join("dynmask-bench-overhead")
-        .display()
-        .to_string();
+    let config = StudyConfig {
+        out_dir: std::env::temp_dir()
+            .join("dynmask-bench-overhead")
+            .display()
+            .to_string(),
+        ..StudyConfig::default()
+    };
     let data = StudyData::prepare(&config).unwrap();
     let masking = MaskingConfig::new(VocabSpec::new(
         data.tokenizer.vocab_size() as u32,

@@ -16,9 +16,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mask_train::experiment::{
-    load_study, pretrain_arm, results_table, run_study, CheckpointPlan, StudyConfig, StudyData,
+    finetune_encoder, load_study, pretrain_arm, results_table, run_study, CheckpointPlan,
+    StudyConfig, StudyData,
 };
-use mask_train::finetune::{finetune_and_evaluate, FinetuneConfig};
 use mask_train::trainer::evaluate_mlm;
 
 #[derive(Parser)]
@@ -192,18 +192,7 @@ fn run<B: AutodiffBackend>(
             let data = StudyData::prepare(&config)?;
             let model =
                 mask_model::load_checkpoint::<B, _>(&data.model_config, &checkpoint, device)?;
-            let ft = FinetuneConfig {
-                seed,
-                ..config.finetune.clone()
-            };
-            let cm = finetune_and_evaluate::<B>(
-                model.encoder,
-                &data.clf_config,
-                &data.ff_train,
-                &data.ff_test,
-                &ft,
-                device,
-            )?;
+            let cm = finetune_encoder::<B>(&config, &data, model.encoder, seed, device)?;
             let r = cm.report();
             println!(
                 "accuracy {:.2}%  precision {:.2}%  recall {:.2}%  F1 {:.2}% (macro)",

@@ -515,6 +515,29 @@ pub fn pretrain_arm<B: AutodiffBackend>(
     Ok(trainer)
 }
 
+/// Fine-tunes `encoder` on the study's classification data with seed `seed` and returns the
+/// test confusion matrix.
+pub fn finetune_encoder<B: AutodiffBackend>(
+    config: &StudyConfig,
+    data: &StudyData,
+    encoder: mask_model::TextEncoder<B>,
+    seed: u64,
+    device: &B::Device,
+) -> Result<ConfusionMatrix> {
+    let ft = FinetuneConfig {
+        seed,
+        ..config.finetune.clone()
+    };
+    finetune_and_evaluate::<B>(
+        encoder,
+        &data.clf_config,
+        &data.ff_train,
+        &data.ff_test,
+        &ft,
+        device,
+    )
+}
+
 /// Runs a study on backend `B`, logging JSONL per run under `out_dir` and progress on stderr.
 pub fn run_study<B: AutodiffBackend>(
     config: &StudyConfig,
@@ -527,18 +550,8 @@ pub fn run_study<B: AutodiffBackend>(
         for arm in &config.arms {
             let started = std::time::Instant::now();
             let trainer = pretrain_arm::<B>(config, &data, arm, seed, None, device)?;
-            let ft = FinetuneConfig {
-                seed,
-                ..config.finetune.clone()
-            };
-            let confusion = finetune_and_evaluate::<B>(
-                trainer.model.encoder.clone(),
-                &data.clf_config,
-                &data.ff_train,
-                &data.ff_test,
-                &ft,
-                device,
-            )?;
+            let confusion =
+                finetune_encoder::<B>(config, &data, trainer.model.encoder.clone(), seed, device)?;
             let finefood = confusion.report();
             append_jsonl(
                 &out,

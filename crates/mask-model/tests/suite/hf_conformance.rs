@@ -13,13 +13,7 @@ use crate::hf_reference::*;
 
 #[test]
 fn imported_hf_bert_matches_pytorch_logits() {
-    let st = SafeTensors::deserialize(REFERENCE).unwrap();
-    let ids_flat: Vec<u32> = ints(&st, "input.ids").iter().map(|&i| i as u32).collect();
-    let lengths: Vec<usize> = ints(&st, "input.lengths")
-        .iter()
-        .map(|&l| l as usize)
-        .collect();
-    let want = floats(&st, "output.logits");
+    let (ids_flat, lengths, want) = reference_batch();
     for kernel in [
         AttnKernel::Reference,
         AttnKernel::BlockSparse,

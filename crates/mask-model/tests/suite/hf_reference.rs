@@ -133,3 +133,16 @@ pub fn doubles(st: &SafeTensors, name: &str) -> Vec<f64> {
         .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
+
+/// The reference batch: flat ids `[2 * 12]`, lengths and HF's logits `[2, 12, V]`.
+pub fn reference_batch() -> (Vec<u32>, Vec<usize>, Vec<f32>) {
+    let st = SafeTensors::deserialize(REFERENCE).unwrap();
+    (
+        ints(&st, "input.ids").iter().map(|&i| i as u32).collect(),
+        ints(&st, "input.lengths")
+            .iter()
+            .map(|&l| l as usize)
+            .collect(),
+        floats(&st, "output.logits"),
+    )
+}

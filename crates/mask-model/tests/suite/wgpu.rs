@@ -17,13 +17,7 @@ type GpuTrain = burn::backend::Autodiff<GpuUnfused>;
 
 #[test]
 fn wgpu_mlm_matches_pytorch_logits() {
-    let st = safetensors::SafeTensors::deserialize(REFERENCE).unwrap();
-    let ids_flat: Vec<u32> = ints(&st, "input.ids").iter().map(|&i| i as u32).collect();
-    let lengths: Vec<usize> = ints(&st, "input.lengths")
-        .iter()
-        .map(|&l| l as usize)
-        .collect();
-    let want = floats(&st, "output.logits");
+    let (ids_flat, lengths, want) = reference_batch();
     let device = Default::default();
     for kernel in [
         AttnKernel::Reference,
