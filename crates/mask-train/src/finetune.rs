@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result};
 use crate::metrics::ConfusionMatrix;
-use crate::pipeline::{epoch_order, pad_docs};
+use crate::pipeline::{pad_docs, EpochOrder};
 use crate::schedule::{clip_global_norm, lr_at, Decay};
 use crate::tokenizer::Encoded;
 
@@ -90,10 +90,11 @@ pub fn finetune<B: AutodiffBackend>(
     let steps = per_epoch * ft.epochs;
     let warmup = (steps as f64 * ft.warmup_ratio).round() as u64;
     let vocab = config.encoder.vocab_size;
+    let mut orders = EpochOrder::default();
     for step in 0..steps {
         let epoch = step / per_epoch;
         let within = (step % per_epoch) as usize;
-        let order = epoch_order(train.len(), ft.seed, epoch);
+        let order = orders.get(train.len(), ft.seed, epoch);
         let rows: Vec<&LabeledDoc> = order[within * ft.batch_size..(within + 1) * ft.batch_size]
             .iter()
             .map(|&i| &train[i])

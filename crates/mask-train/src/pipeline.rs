@@ -69,10 +69,33 @@ impl BatchSchedule {
 
     /// Document indices of step `step`.
     pub fn docs_at(&self, step: u64) -> Vec<usize> {
-        let epoch = self.epoch_of(step);
+        self.docs_at_cached(step, &mut EpochOrder::default())
+    }
+
+    /// Document indices of step `step`, reusing `cache`'s permutation while the epoch is the
+    /// same (a shuffle is O(documents); a batch needs only `batch_size` of them).
+    pub fn docs_at_cached(&self, step: u64, cache: &mut EpochOrder) -> Vec<usize> {
         let within = (step % self.steps_per_epoch()) as usize;
-        let order = epoch_order(self.n_docs, self.seed, epoch);
+        let order = cache.get(self.n_docs, self.seed, self.epoch_of(step));
         order[within * self.batch_size..(within + 1) * self.batch_size].to_vec()
+    }
+}
+
+/// The permutation of the last epoch asked for, recomputed only when the epoch changes.
+#[derive(Debug, Clone, Default)]
+pub struct EpochOrder {
+    epoch: Option<u64>,
+    order: Vec<usize>,
+}
+
+impl EpochOrder {
+    /// [`epoch_order`]`(n, seed, epoch)`, cached.
+    pub fn get(&mut self, n: usize, seed: u64, epoch: u64) -> &[usize] {
+        if self.epoch != Some(epoch) || self.order.len() != n {
+            self.order = epoch_order(n, seed, epoch);
+            self.epoch = Some(epoch);
+        }
+        &self.order
     }
 }
 
@@ -156,12 +179,36 @@ pub fn batch_at<P: MaskPolicy>(
     pad_id: u32,
     step: u64,
 ) -> Result<TrainBatch> {
+    batch_at_cached(
+        masker,
+        docs,
+        schedule,
+        pad_id,
+        step,
+        &mut EpochOrder::default(),
+    )
+}
+
+fn batch_at_cached<P: MaskPolicy>(
+    masker: &mut BatchMasker<P>,
+    docs: &[Encoded],
+    schedule: &BatchSchedule,
+    pad_id: u32,
+    step: u64,
+    cache: &mut EpochOrder,
+) -> Result<TrainBatch> {
     let ctx = BatchContext {
         seed: schedule.seed,
         epoch: schedule.epoch_of(step),
         step,
     };
-    make_batch(masker, docs, &schedule.docs_at(step), pad_id, ctx)
+    make_batch(
+        masker,
+        docs,
+        &schedule.docs_at_cached(step, cache),
+        pad_id,
+        ctx,
+    )
 }
 
 /// Worker threads producing the batches of steps `start..end` ahead of the consumer, in order.
@@ -195,10 +242,12 @@ impl Prefetcher {
             let (docs, policy) = (Arc::clone(&docs), policy.clone());
             handles.push(std::thread::spawn(move || {
                 let mut masker = BatchMasker::new(policy);
+                let mut order = EpochOrder::default();
                 let first = start + (w + workers as u64 - start % workers as u64) % workers as u64;
                 let mut step = first;
                 while step < end {
-                    let batch = batch_at(&mut masker, &docs, &schedule, pad_id, step);
+                    let batch =
+                        batch_at_cached(&mut masker, &docs, &schedule, pad_id, step, &mut order);
                     if tx.send(batch).is_err() {
                         return; // consumer gone
                     }
