@@ -75,6 +75,7 @@ impl TokenBatch<'_> {
             ids: &self.ids[span.clone()],
             special_mask: &self.special_mask[span.clone()],
             word_ids: self.word_ids.map(|w| &w[span]),
+            tags: None,
         }
     }
 }
@@ -124,6 +125,11 @@ impl<P: MaskPolicy> BatchMasker<P> {
     /// The policy.
     pub fn policy(&self) -> &P {
         &self.policy
+    }
+
+    /// The policy, mutably (adaptive policies learn from the learner's feedback).
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
     }
 
     /// Masks `batch` into `out`, resizing its buffers as needed.

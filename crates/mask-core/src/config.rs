@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::policy::TokenMasker;
 use crate::regime::Regime;
 use crate::schedule::RateSchedule;
-use crate::selection::SelectionConfig;
+use crate::selection::{SelectionConfig, SelectorResources};
 use crate::vocab::VocabSpec;
 
 /// A complete token-masking policy description.
@@ -74,9 +74,16 @@ impl MaskingConfig {
         self
     }
 
-    /// Validates every field and builds the policy.
+    /// Validates every field and builds the policy; selectors that need resources are refused
+    /// with [`crate::MaskError::MissingResource`] (use [`MaskingConfig::build_with`]).
     pub fn build(&self) -> Result<TokenMasker> {
-        let selector = self.selection.build()?;
+        self.build_with(&SelectorResources::default())
+    }
+
+    /// Validates every field and builds the policy, giving the selector the resources it needs
+    /// (corpus statistics, PMI table, tag weights).
+    pub fn build_with(&self, res: &SelectorResources) -> Result<TokenMasker> {
+        let selector = self.selection.build_with(self.vocab.vocab_size, res)?;
         let corruption = self.corruption.build(&self.vocab)?;
         TokenMasker::new(selector, self.rate, corruption, self.regime)
     }

@@ -124,6 +124,39 @@ pub enum MaskError {
         /// Largest supported length.
         max: usize,
     },
+    /// The policy needs an external resource (corpus statistics, PMI table, tag weights) that
+    /// was not provided.
+    #[error("policy `{policy}` needs the resource `{resource}`, which was not provided")]
+    MissingResource {
+        /// Name of the policy.
+        policy: &'static str,
+        /// Name of the missing resource (a field of `SelectorResources`).
+        resource: &'static str,
+    },
+    /// The policy needs a per-token input (e.g. `tags`) that the example does not have.
+    #[error("policy `{policy}` needs `{input}` but the example has none")]
+    MissingInput {
+        /// Name of the policy.
+        policy: &'static str,
+        /// Name of the missing input.
+        input: &'static str,
+    },
+    /// Learned or serialised state is corrupt or does not match the policy.
+    #[error("state of `{policy}` cannot be restored: {reason}")]
+    State {
+        /// Name of the policy (or of the table / statistics).
+        policy: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A resource file could not be read, written or parsed.
+    #[error("resource file `{path}`: {reason}")]
+    File {
+        /// Path of the file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A serialised config could not be parsed.
     #[error("malformed masking config: {0}")]
     Config(String),

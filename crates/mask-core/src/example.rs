@@ -22,6 +22,8 @@ pub struct Example<'a> {
     pub special_mask: &'a [bool],
     /// Optional word id per token.
     pub word_ids: Option<&'a [Option<u32>]>,
+    /// Optional tag per token (e.g. a part-of-speech class id), read by tag-weighted selection.
+    pub tags: Option<&'a [u16]>,
 }
 
 impl<'a> Example<'a> {
@@ -31,7 +33,14 @@ impl<'a> Example<'a> {
             ids,
             special_mask,
             word_ids: None,
+            tags: None,
         }
+    }
+
+    /// Attaches tags (one per token; e.g. part-of-speech class ids).
+    pub fn with_tags(mut self, tags: &'a [u16]) -> Self {
+        self.tags = Some(tags);
+        self
     }
 
     /// Attaches word ids.
@@ -72,6 +81,15 @@ impl<'a> Example<'a> {
                     field: "word_ids",
                     expected: n,
                     got: w.len(),
+                });
+            }
+        }
+        if let Some(t) = self.tags {
+            if t.len() != n {
+                return Err(MaskError::LengthMismatch {
+                    field: "tags",
+                    expected: n,
+                    got: t.len(),
                 });
             }
         }

@@ -113,6 +113,21 @@ impl<S: Selector> TokenMasker<S> {
         &self.selector
     }
 
+    /// The selector, mutably (to feed it back or restore its state).
+    pub fn selector_mut(&mut self) -> &mut S {
+        &mut self.selector
+    }
+
+    /// Whether the selector learns from feedback (then batches must be made in step order).
+    pub fn is_adaptive(&self) -> bool {
+        self.selector.is_adaptive()
+    }
+
+    /// Forwards learner feedback for one example to the selector (see [`Selector::observe`]).
+    pub fn observe(&mut self, ids: &[u32], positions: &[u32], losses: &[f32]) {
+        self.selector.observe(ids, positions, losses)
+    }
+
     /// The rate schedule.
     pub fn schedule(&self) -> &RateSchedule {
         &self.schedule
@@ -160,6 +175,7 @@ impl<S: Selector> MaskPolicy for TokenMasker<S> {
                 policy: self.selector.name(),
             });
         }
+        self.selector.check_example(ex)?;
         for (field, got) in [("out_ids", out_ids.len()), ("out_labels", out_labels.len())] {
             if got != ex.len() {
                 return Err(MaskError::LengthMismatch {

@@ -204,11 +204,12 @@ fn check_selection_shape(
                 hi
             );
         }
-        SelectionConfig::Bernoulli {} => {
-            if p == 1.0 {
-                prop_assert_eq!(n_chosen, eligible);
-            }
+        SelectionConfig::Bernoulli {} if p == 1.0 => {
+            prop_assert_eq!(n_chosen, eligible);
         }
+        // Bernoulli below rate 1 has no exact shape; content-aware selectors need resources and
+        // are tested in their own files.
+        _ => {}
     }
     Ok(())
 }

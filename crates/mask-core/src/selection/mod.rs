@@ -7,17 +7,28 @@
 
 mod bernoulli;
 mod fixed_count;
+mod idf;
+mod pmi_span;
+mod resources;
 mod span;
+mod stats;
+mod tag_weighted;
+pub mod weighted;
 mod whole_word;
 
 pub use bernoulli::BernoulliSelector;
 pub use fixed_count::FixedCountSelector;
+pub use idf::IdfSelector;
+pub use pmi_span::{PmiEntry, PmiSpanSelector, PmiTable, PmiTableConfig};
+pub use resources::SelectorResources;
 pub use span::{SpanAnchor, SpanSelector};
+pub use stats::TokenStats;
+pub use tag_weighted::{TagWeightedSelector, TagWeights};
 pub use whole_word::WholeWordSelector;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{MaskError, Result};
 use crate::example::{Example, Span};
 use crate::rng::MaskRng;
 
@@ -31,6 +42,13 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Checks per-example inputs the selector needs beyond ids, special mask and word ids
+    /// (e.g. POS tags and their range), before [`Selector::select`] is called; errors are
+    /// typed ([`MaskError::MissingInput`], ...). Default: nothing to check.
+    fn check_example(&self, _ex: &Example<'_>) -> Result<()> {
+        Ok(())
+    }
+
     /// Clears `out` and fills it with the chosen units: ascending, non-overlapping, covering
     /// only positions whose `special_mask` is `false`. `mask_prob` is in `[0, 1]`.
     fn select(
@@ -41,6 +59,37 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
         scratch: &mut SelectScratch,
         out: &mut Vec<Span>,
     );
+
+    /// Whether masks depend on state learned from feedback (then batches must be made in step
+    /// order). Default: `false`.
+    fn is_adaptive(&self) -> bool {
+        false
+    }
+
+    /// Learner feedback for one example: its original (uncorrupted) ids, the masked positions
+    /// (ascending, indices into `ids`) and the per-token loss at each (same length as
+    /// `positions`). Default: ignored.
+    fn observe(&mut self, _ids: &[u32], _positions: &[u32], _losses: &[f32]) {}
+
+    /// Learned state as exact bytes (`None` for stateless selectors). Bit-exact: floats as
+    /// `to_bits` little-endian.
+    fn state_bytes(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Restores [`Selector::state_bytes`] output. [`MaskError::State`] when corrupt or
+    /// mismatched (wrong length, wrong vocab size, wrong magic/version). Default: accepts only
+    /// empty bytes (the selector is stateless).
+    fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(MaskError::State {
+                policy: self.name(),
+                reason: format!("stateless, but {} bytes of state were given", bytes.len()),
+            })
+        }
+    }
 }
 
 /// Reusable buffers for selectors, so that masking a batch allocates nothing after warm-up.
@@ -50,6 +99,10 @@ pub struct SelectScratch {
     pub(crate) taken: Vec<bool>,
     pub(crate) units: Vec<Span>,
     pub(crate) spans: Vec<Span>,
+    /// Per-position weights of the proportional sampler.
+    pub(crate) weights: Vec<f64>,
+    /// Inclusion probabilities of the proportional sampler.
+    pub(crate) probs: Vec<f64>,
 }
 
 /// `floor(x + u)` with `u ~ U[0, 1)`: an integer whose expectation is exactly `x` (fairseq's
@@ -87,6 +140,23 @@ pub enum SelectionConfig {
         #[serde(default)]
         anchor: SpanAnchor,
     },
+    /// Inclusion probability proportional to `idf(id)^exponent`, capped at 1, expected count
+    /// `mask_prob * n` (needs `token_stats`).
+    Idf {
+        /// Exponent applied to the IDF (0 = uniform). Default: 1.0
+        #[serde(default = "idf::default_exponent")]
+        exponent: f64,
+    },
+    /// Inclusion probability proportional to the weight of each token's tag (needs
+    /// `tag_weights` and per-example `tags`).
+    TagWeighted {},
+    /// Whole high-PMI n-grams (greedy longest match) or single tokens, drawn uniformly up to
+    /// the `mask_prob * n` budget (needs `pmi`; Levine et al. 2021).
+    PmiSpan {
+        /// Longest n-gram masked as one unit. Default: 4
+        #[serde(default = "pmi_span::default_max_ngram")]
+        max_ngram: u32,
+    },
 }
 
 impl Default for SelectionConfig {
@@ -96,8 +166,16 @@ impl Default for SelectionConfig {
 }
 
 impl SelectionConfig {
-    /// Validates the parameters and builds the selector.
+    /// Validates the parameters and builds a selector that needs neither the vocabulary size
+    /// nor external resources; the others are refused with [`MaskError::MissingResource`]
+    /// (use [`SelectionConfig::build_with`]).
     pub fn build(&self) -> Result<AnySelector> {
+        self.build_with(0, &SelectorResources::default())
+    }
+
+    /// Validates the parameters and builds the selector for a vocabulary of `vocab_size` ids,
+    /// taking what it needs (corpus statistics, PMI table, tag weights) from `res`.
+    pub fn build_with(&self, vocab_size: u32, res: &SelectorResources) -> Result<AnySelector> {
         Ok(match *self {
             SelectionConfig::Bernoulli {} => AnySelector::Bernoulli(BernoulliSelector),
             SelectionConfig::FixedCount { max_predictions } => {
@@ -110,6 +188,37 @@ impl SelectionConfig {
                 max_span,
                 anchor,
             } => AnySelector::Span(SpanSelector::new(geometric_p, min_span, max_span, anchor)?),
+            SelectionConfig::Idf { exponent } => {
+                let stats = res
+                    .token_stats
+                    .as_deref()
+                    .ok_or(MaskError::MissingResource {
+                        policy: "idf",
+                        resource: "token_stats",
+                    })?;
+                if stats.vocab_size() != vocab_size {
+                    return Err(MaskError::InvalidValue {
+                        field: "token_stats.vocab_size",
+                        value: stats.vocab_size().to_string(),
+                        expected: "the vocabulary size of the masking config",
+                    });
+                }
+                AnySelector::Idf(IdfSelector::new(stats, exponent)?)
+            }
+            SelectionConfig::TagWeighted {} => {
+                let weights = res.tag_weights.clone().ok_or(MaskError::MissingResource {
+                    policy: "tag_weighted",
+                    resource: "tag_weights",
+                })?;
+                AnySelector::TagWeighted(TagWeightedSelector::new(weights))
+            }
+            SelectionConfig::PmiSpan { max_ngram } => {
+                let table = res.pmi.clone().ok_or(MaskError::MissingResource {
+                    policy: "pmi_span",
+                    resource: "pmi",
+                })?;
+                AnySelector::PmiSpan(PmiSpanSelector::new(table, max_ngram)?)
+            }
         })
     }
 }
@@ -125,25 +234,69 @@ pub enum AnySelector {
     WholeWord(WholeWordSelector),
     /// See [`SpanSelector`].
     Span(SpanSelector),
+    /// See [`IdfSelector`].
+    Idf(IdfSelector),
+    /// See [`TagWeightedSelector`].
+    TagWeighted(TagWeightedSelector),
+    /// See [`PmiSpanSelector`].
+    PmiSpan(PmiSpanSelector),
+}
+
+impl AnySelector {
+    /// The selector inside, as a trait object (every method but `select` forwards through it).
+    pub fn as_dyn(&self) -> &dyn Selector {
+        match self {
+            AnySelector::Bernoulli(s) => s,
+            AnySelector::FixedCount(s) => s,
+            AnySelector::WholeWord(s) => s,
+            AnySelector::Span(s) => s,
+            AnySelector::Idf(s) => s,
+            AnySelector::TagWeighted(s) => s,
+            AnySelector::PmiSpan(s) => s,
+        }
+    }
+
+    /// The selector inside, as a mutable trait object.
+    pub fn as_dyn_mut(&mut self) -> &mut dyn Selector {
+        match self {
+            AnySelector::Bernoulli(s) => s,
+            AnySelector::FixedCount(s) => s,
+            AnySelector::WholeWord(s) => s,
+            AnySelector::Span(s) => s,
+            AnySelector::Idf(s) => s,
+            AnySelector::TagWeighted(s) => s,
+            AnySelector::PmiSpan(s) => s,
+        }
+    }
 }
 
 impl Selector for AnySelector {
     fn name(&self) -> &'static str {
-        match self {
-            AnySelector::Bernoulli(s) => s.name(),
-            AnySelector::FixedCount(s) => s.name(),
-            AnySelector::WholeWord(s) => s.name(),
-            AnySelector::Span(s) => s.name(),
-        }
+        self.as_dyn().name()
     }
 
     fn needs_word_ids(&self) -> bool {
-        match self {
-            AnySelector::Bernoulli(s) => s.needs_word_ids(),
-            AnySelector::FixedCount(s) => s.needs_word_ids(),
-            AnySelector::WholeWord(s) => s.needs_word_ids(),
-            AnySelector::Span(s) => s.needs_word_ids(),
-        }
+        self.as_dyn().needs_word_ids()
+    }
+
+    fn check_example(&self, ex: &Example<'_>) -> Result<()> {
+        self.as_dyn().check_example(ex)
+    }
+
+    fn is_adaptive(&self) -> bool {
+        self.as_dyn().is_adaptive()
+    }
+
+    fn observe(&mut self, ids: &[u32], positions: &[u32], losses: &[f32]) {
+        self.as_dyn_mut().observe(ids, positions, losses)
+    }
+
+    fn state_bytes(&self) -> Option<Vec<u8>> {
+        self.as_dyn().state_bytes()
+    }
+
+    fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.as_dyn_mut().load_state_bytes(bytes)
     }
 
     #[inline]
@@ -160,6 +313,9 @@ impl Selector for AnySelector {
             AnySelector::FixedCount(s) => s.select(ex, mask_prob, rng, scratch, out),
             AnySelector::WholeWord(s) => s.select(ex, mask_prob, rng, scratch, out),
             AnySelector::Span(s) => s.select(ex, mask_prob, rng, scratch, out),
+            AnySelector::Idf(s) => s.select(ex, mask_prob, rng, scratch, out),
+            AnySelector::TagWeighted(s) => s.select(ex, mask_prob, rng, scratch, out),
+            AnySelector::PmiSpan(s) => s.select(ex, mask_prob, rng, scratch, out),
         }
     }
 }
