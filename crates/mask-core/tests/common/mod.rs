@@ -1,0 +1,3 @@
+//! Test helpers shared by several integration tests.
+
+pub mod brown;
