@@ -179,3 +179,79 @@ fn malformed_batches_are_refused() {
         .unwrap_err();
     assert!(matches!(e, MaskError::SequenceLength { len: 0, .. }), "{e}");
 }
+
+#[test]
+fn content_aware_selectors_name_missing_resources_inputs_and_bad_values() {
+    use std::sync::Arc;
+    let idf = base().with_selection(SelectionConfig::Idf { exponent: 1.0 });
+    assert_eq!(
+        build_err(idf.clone()),
+        "policy `idf` needs the resource `token_stats`, which was not provided"
+    );
+    let stats = Arc::new(TokenStats::from_docs(100, [[5u32, 6, 7]]).unwrap());
+    let res = SelectorResources {
+        token_stats: Some(stats),
+        ..Default::default()
+    };
+    let e = base()
+        .with_selection(SelectionConfig::Idf { exponent: f64::NAN })
+        .build_with(&res)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("exponent") && e.contains("NaN"), "{e}");
+    idf.build_with(&res).unwrap();
+    assert_eq!(
+        build_err(base().with_selection(SelectionConfig::PmiSpan { max_ngram: 4 })),
+        "policy `pmi_span` needs the resource `pmi`, which was not provided"
+    );
+    assert_eq!(
+        build_err(base().with_selection(SelectionConfig::TagWeighted {})),
+        "policy `tag_weighted` needs the resource `tag_weights`, which was not provided"
+    );
+    let table = PmiTable::build([[5u32, 6]; 5], &PmiTableConfig::default()).unwrap();
+    let res = SelectorResources {
+        pmi: Some(Arc::new(table)),
+        ..Default::default()
+    };
+    let e = base()
+        .with_selection(SelectionConfig::PmiSpan { max_ngram: 0 })
+        .build_with(&res)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_ngram") && e.contains('0'), "{e}");
+    let e = PmiTable::build(
+        [[5u32, 6]],
+        &PmiTableConfig {
+            top_k: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("top_k"), "{e}");
+    let e = TagWeights::new(vec![1.0, -2.0]).unwrap_err().to_string();
+    assert!(e.contains("tag_weights") && e.contains("-2"), "{e}");
+    let e = TokenStats::from_bytes(b"DMTS").unwrap_err().to_string();
+    assert!(e.contains("token_stats") && e.contains("header"), "{e}");
+}
+
+#[test]
+fn stateless_selectors_refuse_state_bytes() {
+    let mut policy = base().build().unwrap();
+    assert!(!policy.is_adaptive());
+    assert_eq!(policy.selector().state_bytes(), None);
+    policy.selector_mut().load_state_bytes(&[]).unwrap();
+    let e = policy
+        .selector_mut()
+        .load_state_bytes(&[1, 2, 3])
+        .unwrap_err();
+    assert_eq!(
+        e,
+        MaskError::State {
+            policy: "bernoulli",
+            reason: "stateless, but 3 bytes of state were given".into()
+        }
+    );
+    // Feedback is accepted and ignored by stateless selectors.
+    policy.observe(&[5, 6], &[1], &[0.5]);
+}

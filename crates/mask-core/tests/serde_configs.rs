@@ -140,3 +140,54 @@ fn unknown_and_wrong_variants_are_refused() {
     );
     refuse::<SelectionConfig>(r#"{"type": "span", "anchor": "sentence"}"#, "sentence");
 }
+
+#[test]
+fn content_aware_selections_round_trip_with_defaults() {
+    for s in [
+        SelectionConfig::Idf { exponent: 0.5 },
+        SelectionConfig::TagWeighted {},
+        SelectionConfig::PmiSpan { max_ngram: 3 },
+    ] {
+        let cfg = MaskingConfig::new(vocab()).with_selection(s);
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<MaskingConfig>(&json).unwrap(), cfg);
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<MaskingConfig>(&text).unwrap(),
+            cfg,
+            "{text}"
+        );
+    }
+    let idf: SelectionConfig = serde_json::from_str(r#"{"type": "idf"}"#).unwrap();
+    assert_eq!(idf, SelectionConfig::Idf { exponent: 1.0 });
+    let pmi: SelectionConfig = toml::from_str(r#"type = "pmi_span""#).unwrap();
+    assert_eq!(pmi, SelectionConfig::PmiSpan { max_ngram: 4 });
+    let tag: SelectionConfig = serde_json::from_str(r#"{"type": "tag_weighted"}"#).unwrap();
+    assert_eq!(tag, SelectionConfig::TagWeighted {});
+
+    let table: PmiTableConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(table, PmiTableConfig::default());
+    assert_eq!(
+        (table.max_ngram, table.min_count, table.top_k),
+        (4, 5, 2000)
+    );
+    assert!(table.special_ids.is_empty());
+    let custom = PmiTableConfig {
+        max_ngram: 3,
+        min_count: 2,
+        top_k: 10,
+        special_ids: vec![0, 101, 102],
+    };
+    let text = toml::to_string(&custom).unwrap();
+    assert_eq!(toml::from_str::<PmiTableConfig>(&text).unwrap(), custom);
+}
+
+#[test]
+fn content_aware_selections_refuse_unknown_fields_and_wrong_variants() {
+    refuse::<SelectionConfig>(r#"{"type": "idf", "exponent": 1.0, "power": 2}"#, "power");
+    refuse::<SelectionConfig>(r#"{"type": "tag_weighted", "exponent": 2.0}"#, "exponent");
+    refuse::<SelectionConfig>(r#"{"type": "pmi_span", "geometric_p": 0.2}"#, "geometric_p");
+    refuse::<SelectionConfig>(r#"{"type": "idf", "exponent": "high"}"#, "high");
+    refuse::<SelectionConfig>(r#"{"type": "pmi"}"#, "pmi");
+    refuse::<PmiTableConfig>(r#"{"max_ngrams": 3}"#, "max_ngrams");
+}
