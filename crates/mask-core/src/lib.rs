@@ -7,7 +7,8 @@
 //! - [`Selector`]: which positions (Bernoulli, fixed count, whole word, span; content-aware:
 //!   IDF-weighted, POS/tag-weighted, PMI n-gram spans), some of them built from
 //!   [`SelectorResources`] (corpus [`TokenStats`], a [`PmiTable`], [`TagWeights`]) and some
-//!   adaptive (learning from per-token losses via [`Selector::observe`]);
+//!   adaptive (loss-aware, learned scorer: learning from per-token losses via
+//!   [`Selector::observe`], with exact state in checkpoints);
 //! - [`RateSchedule`]: the masking rate by global step (constant, linear, cosine, warm-up);
 //! - [`Corruption`]: how a chosen position is corrupted (mask / random / keep, 80/10/10);
 //! - [`Regime`]: static with duplication factor `k` or dynamic;
@@ -60,8 +61,9 @@ pub use regime::Regime;
 pub use rng::{mix64, threshold_u32, MaskRng};
 pub use schedule::RateSchedule;
 pub use selection::{
-    AnySelector, BernoulliSelector, FixedCountSelector, IdfSelector, PmiEntry, PmiSpanSelector,
-    PmiTable, PmiTableConfig, SelectionConfig, Selector, SelectorResources, SpanAnchor,
-    SpanSelector, TagWeightedSelector, TagWeights, TokenStats, WholeWordSelector,
+    AnySelector, BernoulliSelector, FixedCountSelector, IdfSelector, LearnedSelector,
+    LossAwareSelector, PmiEntry, PmiSpanSelector, PmiTable, PmiTableConfig, SelectionConfig,
+    Selector, SelectorResources, SpanAnchor, SpanSelector, TagWeightedSelector, TagWeights,
+    TokenStats, WholeWordSelector,
 };
 pub use vocab::{RandomIds, VocabSpec};

@@ -8,6 +8,8 @@
 mod bernoulli;
 mod fixed_count;
 mod idf;
+mod learned;
+mod loss_aware;
 mod pmi_span;
 mod resources;
 mod span;
@@ -19,6 +21,8 @@ mod whole_word;
 pub use bernoulli::BernoulliSelector;
 pub use fixed_count::FixedCountSelector;
 pub use idf::IdfSelector;
+pub use learned::LearnedSelector;
+pub use loss_aware::LossAwareSelector;
 pub use pmi_span::{PmiEntry, PmiSpanSelector, PmiTable, PmiTableConfig};
 pub use resources::SelectorResources;
 pub use span::{SpanAnchor, SpanSelector};
@@ -157,6 +161,42 @@ pub enum SelectionConfig {
         #[serde(default = "pmi_span::default_max_ngram")]
         max_ngram: u32,
     },
+    /// Masks tokens with a high running loss (fed back by the learner) more often, at the same
+    /// overall rate (needs `vocab_size`; adaptive, state in checkpoints).
+    LossAware {
+        /// Decay of the per-token-id loss moving average. Default: 0.99
+        #[serde(default = "loss_aware::default_ema_decay")]
+        ema_decay: f64,
+        /// Softmax temperature, in standard deviations of the loss. Default: 1.0
+        #[serde(default = "loss_aware::default_temperature")]
+        temperature: f64,
+        /// Share of uniform weight mixed in (keeps every token maskable). Default: 0.2
+        #[serde(default = "loss_aware::default_uniform_mix")]
+        uniform_mix: f64,
+    },
+    /// A small scorer network, trained alongside the model to predict each token's loss, masks
+    /// high-predicted-loss tokens more often at the same overall rate (needs `vocab_size`;
+    /// adaptive, state in checkpoints).
+    Learned {
+        /// Token embedding width of the scorer. Default: 8
+        #[serde(default = "learned::default_embed_dim")]
+        embed_dim: u32,
+        /// Hidden units of the scorer. Default: 16
+        #[serde(default = "learned::default_hidden")]
+        hidden: u32,
+        /// SGD learning rate of the scorer. Default: 0.05
+        #[serde(default = "learned::default_learning_rate")]
+        learning_rate: f64,
+        /// Softmax temperature, in nats of predicted loss. Default: 1.0
+        #[serde(default = "loss_aware::default_temperature")]
+        temperature: f64,
+        /// Share of uniform weight mixed in (keeps every token maskable). Default: 0.2
+        #[serde(default = "loss_aware::default_uniform_mix")]
+        uniform_mix: f64,
+        /// Seed of the scorer's initialisation. Default: 0
+        #[serde(default = "learned::default_init_seed")]
+        init_seed: u64,
+    },
 }
 
 impl Default for SelectionConfig {
@@ -219,6 +259,32 @@ impl SelectionConfig {
                 })?;
                 AnySelector::PmiSpan(PmiSpanSelector::new(table, max_ngram)?)
             }
+            SelectionConfig::LossAware {
+                ema_decay,
+                temperature,
+                uniform_mix,
+            } => AnySelector::LossAware(LossAwareSelector::new(
+                vocab_size,
+                ema_decay,
+                temperature,
+                uniform_mix,
+            )?),
+            SelectionConfig::Learned {
+                embed_dim,
+                hidden,
+                learning_rate,
+                temperature,
+                uniform_mix,
+                init_seed,
+            } => AnySelector::Learned(LearnedSelector::new(
+                vocab_size,
+                embed_dim,
+                hidden,
+                learning_rate,
+                temperature,
+                uniform_mix,
+                init_seed,
+            )?),
         })
     }
 }
@@ -240,6 +306,10 @@ pub enum AnySelector {
     TagWeighted(TagWeightedSelector),
     /// See [`PmiSpanSelector`].
     PmiSpan(PmiSpanSelector),
+    /// See [`LossAwareSelector`].
+    LossAware(LossAwareSelector),
+    /// See [`LearnedSelector`].
+    Learned(LearnedSelector),
 }
 
 impl AnySelector {
@@ -253,6 +323,8 @@ impl AnySelector {
             AnySelector::Idf(s) => s,
             AnySelector::TagWeighted(s) => s,
             AnySelector::PmiSpan(s) => s,
+            AnySelector::LossAware(s) => s,
+            AnySelector::Learned(s) => s,
         }
     }
 
@@ -266,6 +338,8 @@ impl AnySelector {
             AnySelector::Idf(s) => s,
             AnySelector::TagWeighted(s) => s,
             AnySelector::PmiSpan(s) => s,
+            AnySelector::LossAware(s) => s,
+            AnySelector::Learned(s) => s,
         }
     }
 }
@@ -316,6 +390,8 @@ impl Selector for AnySelector {
             AnySelector::Idf(s) => s.select(ex, mask_prob, rng, scratch, out),
             AnySelector::TagWeighted(s) => s.select(ex, mask_prob, rng, scratch, out),
             AnySelector::PmiSpan(s) => s.select(ex, mask_prob, rng, scratch, out),
+            AnySelector::LossAware(s) => s.select(ex, mask_prob, rng, scratch, out),
+            AnySelector::Learned(s) => s.select(ex, mask_prob, rng, scratch, out),
         }
     }
 }
