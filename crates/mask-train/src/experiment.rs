@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use burn::tensor::backend::AutodiffBackend;
 use mask_core::{
-    CorruptionConfig, MaskingConfig, RateSchedule, Regime, SelectionConfig, VocabSpec,
+    CorruptionConfig, MaskingConfig, PmiTable, PmiTableConfig, RateSchedule, Regime,
+    SelectionConfig, SelectorResources, TokenStats, VocabSpec,
 };
 use mask_model::{
     ClassifierConfig, MlmConfig, PositionEncoding, TextEncoderConfig, TransformerConfig,
@@ -122,6 +123,10 @@ pub struct StudyConfig {
     pub classification: Option<[String; 2]>,
     /// Seeds (one full run per arm and seed). Default: [0]
     pub seeds: Vec<u64>,
+    /// The PMI n-gram table of `pmi_span` arms, built once from the training split and saved
+    /// as `out_dir/pmi-table.json` (its `special_ids` are the tokenizer's). Default: n <= 4,
+    /// count >= 5, top 2000
+    pub pmi: PmiTableConfig,
     /// Masking arms. Default: static k=1, static k=4, dynamic (Bernoulli 15%, 80/10/10)
     pub arms: Vec<ArmConfig>,
 }
@@ -164,6 +169,7 @@ impl Default for StudyConfig {
             corpus: None,
             classification: None,
             seeds: vec![0],
+            pmi: PmiTableConfig::default(),
             arms: vec![
                 arm("static k=1", Regime::Static { dupe_factor: 1 }),
                 arm("static k=4", Regime::Static { dupe_factor: 4 }),
@@ -290,6 +296,8 @@ pub struct StudyData {
     pub clf_config: ClassifierConfig,
     /// Class names, sorted; the class index is the position (fine-food: `great`, `other`).
     pub classes: Vec<String>,
+    /// Corpus statistics of the training split (IDF) and, when an arm needs it, the PMI table.
+    pub resources: SelectorResources,
 }
 
 impl StudyData {
@@ -332,6 +340,7 @@ impl StudyData {
         let train_docs = Arc::new(tok.encode_batch(&train_texts, config.max_len)?);
         let eval_docs = tok.encode_batch(&eval_texts, config.max_len)?;
         let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());
+        let resources = corpus_resources(config, &train_docs, &vocab, &out)?;
         let eval_policy = MaskingConfig::new(vocab.clone()).build()?;
         let eval = EvalSet::new(&eval_docs, eval_policy, tok.pad_id, 64, 20_261_128)?;
         let (ff_train, ff_test) = match &config.classification {
@@ -388,6 +397,7 @@ impl StudyData {
             vocab,
             model_config,
             clf_config,
+            resources,
         })
     }
 
@@ -402,6 +412,38 @@ impl StudyData {
             )
         })
     }
+}
+
+/// Token statistics of the training split, and the PMI table when an arm masks PMI spans (built
+/// from the training split, saved to `out/pmi-table.json` for inspection and reuse).
+fn corpus_resources(
+    config: &StudyConfig,
+    train_docs: &[Encoded],
+    vocab: &VocabSpec,
+    out: &Path,
+) -> Result<SelectorResources> {
+    let ids = || train_docs.iter().map(|d| d.ids.as_slice());
+    let token_stats = Arc::new(TokenStats::from_docs(vocab.vocab_size, ids())?);
+    let needs_pmi = config
+        .arms
+        .iter()
+        .any(|a| matches!(a.selection, SelectionConfig::PmiSpan { .. }));
+    let pmi = if needs_pmi {
+        let cfg = PmiTableConfig {
+            special_ids: vocab.special_ids.clone(),
+            ..config.pmi.clone()
+        };
+        let table = PmiTable::build(ids(), &cfg)?;
+        table.save(&out.join("pmi-table.json"))?;
+        Some(Arc::new(table))
+    } else {
+        None
+    };
+    Ok(SelectorResources {
+        token_stats: Some(token_stats),
+        pmi,
+        tag_weights: None,
+    })
 }
 
 /// Periodic checkpoints of a pretraining run.
@@ -470,11 +512,10 @@ pub fn pretrain_arm<B: AutodiffBackend>(
         ..config.train.clone()
     };
     let masking = arm.masking(data.vocab.clone());
+    let (model, res) = (data.model_config.clone(), &data.resources);
     let mut trainer = match plan.and_then(|p| p.resume.as_ref()) {
-        Some(path) => {
-            MlmTrainer::<B>::resume(path, data.model_config.clone(), train, masking, device)?
-        }
-        None => MlmTrainer::<B>::new(data.model_config.clone(), train, masking, device)?,
+        Some(path) => MlmTrainer::<B>::resume_with(path, model, train, masking, res, device)?,
+        None => MlmTrainer::<B>::new_with(model, train, masking, res, device)?,
     };
     let out = PathBuf::from(&config.out_dir);
     let log_path = log_path(&out, arm, seed);

@@ -189,7 +189,8 @@ pub fn batch_at<P: MaskPolicy>(
     )
 }
 
-fn batch_at_cached<P: MaskPolicy>(
+/// [`batch_at`] reusing an epoch-order cache (one shuffle per epoch instead of per step).
+pub fn batch_at_cached<P: MaskPolicy>(
     masker: &mut BatchMasker<P>,
     docs: &[Encoded],
     schedule: &BatchSchedule,

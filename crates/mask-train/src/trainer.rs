@@ -16,7 +16,9 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use mask_core::{BatchMasker, MaskingConfig, TokenMasker};
+use mask_core::{
+    BatchMasker, MaskingConfig, Selector, SelectorResources, TokenMasker, IGNORE_INDEX,
+};
 use mask_model::checkpoint::{first_difference, model_container, model_from_container, Container};
 use mask_model::mask_attn::KeyPadding;
 use mask_model::{ids_tensor, token_cross_entropy, MaskedTargets, MlmConfig, MlmModel};
@@ -24,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, TrainError};
 use crate::metrics::MlmMetrics;
-use crate::pipeline::{make_batch, BatchSchedule, Prefetcher, TrainBatch};
+use crate::pipeline::{
+    batch_at_cached, make_batch, BatchSchedule, EpochOrder, Prefetcher, TrainBatch,
+};
 use crate::schedule::{clip_global_norm, lr_at, Decay};
 use crate::tokenizer::Encoded;
 
@@ -235,7 +239,8 @@ pub struct MlmTrainer<B: AutodiffBackend> {
     pub train: TrainConfig,
     /// Masking policy config.
     pub masking: MaskingConfig,
-    policy: TokenMasker,
+    /// The policy; adaptive ones (loss-aware, learned) learn from each step's per-token losses.
+    masker: BatchMasker<TokenMasker>,
     /// Steps done.
     pub step: u64,
     /// Per-step log.
@@ -260,15 +265,33 @@ fn dropout_seed(seed: u64, step: u64) -> u64 {
 }
 
 impl<B: AutodiffBackend> MlmTrainer<B> {
-    /// A fresh run.
+    /// A fresh run with a policy that needs no corpus resources.
     pub fn new(
         model_config: MlmConfig,
         train: TrainConfig,
         masking: MaskingConfig,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::new_with(
+            model_config,
+            train,
+            masking,
+            &SelectorResources::default(),
+            device,
+        )
+    }
+
+    /// A fresh run; `resources` holds what content-aware policies need (IDF statistics, the
+    /// PMI table, tag weights).
+    pub fn new_with(
+        model_config: MlmConfig,
+        train: TrainConfig,
+        masking: MaskingConfig,
+        resources: &SelectorResources,
+        device: &B::Device,
+    ) -> Result<Self> {
         train.validate()?;
-        let policy = masking.build()?;
+        let policy = masking.build_with(resources)?;
         if masking.vocab.vocab_size as usize != model_config.encoder.vocab_size {
             return Err(invalid(
                 "masking.vocab.vocab_size",
@@ -287,7 +310,7 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
             model_config,
             train,
             masking,
-            policy,
+            masker: BatchMasker::new(policy),
             step: 0,
             history: vec![],
             evals: vec![],
@@ -331,7 +354,17 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
             .map_err(mask_model::ModelError::from)?;
         let (positions, t) = targets.to_tensors::<B>(&self.device);
         let logits = self.model.forward_at(x, &mask, positions)?;
-        let loss = token_cross_entropy(logits, t).mean();
+        let per_token = token_cross_entropy(logits, t); // [N]
+        if self.masker.policy().is_adaptive() {
+            let losses: Vec<f32> = per_token
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32");
+            feed_back(self.masker.policy_mut(), batch, &targets.positions, &losses);
+        }
+        let loss = per_token.mean();
         let loss_value = loss.clone().into_scalar().elem::<f64>();
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let grad_norm = match self.train.grad_clip {
@@ -382,18 +415,39 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
     ) -> Result<()> {
         let until = until.min(self.train.steps);
         let schedule = BatchSchedule::new(docs.len(), self.train.batch_size, self.train.seed)?;
-        let mut prefetch = Prefetcher::spawn(
-            docs,
-            self.policy.clone(),
-            schedule,
-            pad_id,
-            self.step,
-            until,
-            self.train.workers,
-            self.train.prefetch,
-        );
-        while let Some(batch) = prefetch.next_batch() {
-            let rec = self.train_step(&batch?)?;
+        // An adaptive policy's mask at step s depends on the losses of steps < s, so its batches
+        // are made here, in step order, after the previous step's feedback. Static policies are
+        // prefetched by worker threads (their masks depend on (seed, epoch, index, step) only).
+        let adaptive = self.masker.policy().is_adaptive();
+        let mut prefetch = (!adaptive).then(|| {
+            Prefetcher::spawn(
+                Arc::clone(&docs),
+                self.masker.policy().clone(),
+                schedule,
+                pad_id,
+                self.step,
+                until,
+                self.train.workers,
+                self.train.prefetch,
+            )
+        });
+        let mut order = EpochOrder::default();
+        while self.step < until {
+            let batch = match prefetch.as_mut() {
+                Some(p) => match p.next_batch() {
+                    Some(b) => b?,
+                    None => break,
+                },
+                None => batch_at_cached(
+                    &mut self.masker,
+                    &docs,
+                    &schedule,
+                    pad_id,
+                    self.step,
+                    &mut order,
+                )?,
+            };
+            let rec = self.train_step(&batch)?;
             on_event(Event::Step(&rec));
             let due = self.train.eval_every > 0 && self.step.is_multiple_of(self.train.eval_every);
             if let Some(eval) = eval.filter(|_| due || self.step == self.train.steps) {
@@ -448,6 +502,9 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
             "train.state",
             serde_json::to_vec(&state).expect("state serialises"),
         );
+        if let Some(bytes) = self.masker.policy().selector().state_bytes() {
+            c.insert(MASKING_STATE, bytes);
+        }
         c.write(path)?;
         Ok(())
     }
@@ -459,6 +516,26 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
         model_config: MlmConfig,
         train: TrainConfig,
         masking: MaskingConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::resume_with(
+            path,
+            model_config,
+            train,
+            masking,
+            &SelectorResources::default(),
+            device,
+        )
+    }
+
+    /// [`resume`](Self::resume) for policies that need corpus resources; an adaptive policy's
+    /// learned state is restored from the checkpoint's `masking.state` section.
+    pub fn resume_with(
+        path: &Path,
+        model_config: MlmConfig,
+        train: TrainConfig,
+        masking: MaskingConfig,
+        resources: &SelectorResources,
         device: &B::Device,
     ) -> Result<Self> {
         let name = path.display().to_string();
@@ -494,14 +571,27 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
             Recorder::<B>::load(&recorder, c.require("optimizer", &name)?.to_vec(), device)
                 .map_err(|e| resume_err(format!("cannot decode the optimizer state: {e}")))?;
         let optim = optimizer::<B>(&train).load_record(record);
-        let policy = masking.build()?;
+        let mut policy = masking.build_with(resources)?;
+        match (c.get(MASKING_STATE), policy.is_adaptive()) {
+            (Some(bytes), true) => policy
+                .selector_mut()
+                .load_state_bytes(bytes)
+                .map_err(|e| resume_err(format!("masking state: {e}")))?,
+            (None, true) => {
+                return Err(resume_err(format!(
+                    "the policy `{}` learns from feedback but the checkpoint has no `{MASKING_STATE}` section",
+                    policy.selector().name()
+                )))
+            }
+            _ => {}
+        }
         Ok(Self {
             model,
             optim,
             model_config,
             train,
             masking,
-            policy,
+            masker: BatchMasker::new(policy),
             step: state.step,
             history: state.history,
             evals: state.evals,
@@ -509,6 +599,42 @@ impl<B: AutodiffBackend> MlmTrainer<B> {
             stale_evals: state.stale_evals,
             device: device.clone(),
         })
+    }
+}
+
+/// Checkpoint section holding an adaptive policy's learned state (exact bytes).
+pub const MASKING_STATE: &str = "masking.state";
+
+/// Hands the per-token losses of one step back to the policy, one example at a time: the
+/// example's original ids (the labels restore the corrupted positions), its masked positions
+/// and their losses. `flat_positions` index the `[B * T]` batch, ascending (as
+/// [`MaskedTargets::from_labels`] produces them).
+pub fn feed_back(
+    policy: &mut TokenMasker,
+    batch: &TrainBatch,
+    flat_positions: &[i64],
+    losses: &[f32],
+) {
+    let t = batch.seq_len;
+    let mut k = 0;
+    let (mut positions, mut row_losses) = (Vec::new(), Vec::new());
+    for r in 0..batch.batch {
+        let row = r * t..r * t + batch.lengths[r];
+        let ids: Vec<u32> = batch.input_ids[row.clone()]
+            .iter()
+            .zip(&batch.labels[row.clone()])
+            .map(|(&id, &l)| if l == IGNORE_INDEX { id } else { l as u32 })
+            .collect();
+        positions.clear();
+        row_losses.clear();
+        while k < flat_positions.len() && (flat_positions[k] as usize) < (r + 1) * t {
+            positions.push((flat_positions[k] as usize - r * t) as u32);
+            row_losses.push(losses[k]);
+            k += 1;
+        }
+        if !positions.is_empty() {
+            policy.observe(&ids, &positions, &row_losses);
+        }
     }
 }
 
