@@ -144,18 +144,34 @@ impl PmiTable {
     {
         cfg.validate()?;
         let max_n = cfg.max_ngram as usize;
+        let segments: Vec<Vec<u32>> = docs
+            .into_iter()
+            .flat_map(|doc| {
+                doc.as_ref()
+                    .split(|id| cfg.special_ids.contains(id))
+                    .filter(|seg| !seg.is_empty())
+                    .map(<[u32]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Level by level (apriori): a window of length n is counted only when its two
+        // (n-1)-sub-windows reach `min_count`. Exact for every n-gram that can be kept, and for
+        // all of its sub-n-grams (each occurs at least as often), at a fraction of the memory.
         let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
-        // windows[k] = number of length-k windows (k = 1..=max_n).
+        // windows[k] = number of length-k windows (k = 1..=max_n), pruned or not.
         let mut windows = vec![0u64; max_n + 1];
-        for doc in docs {
-            for seg in doc.as_ref().split(|id| cfg.special_ids.contains(id)) {
-                for start in 0..seg.len() {
-                    for n in 1..=max_n.min(seg.len() - start) {
-                        windows[n] += 1;
-                        *counts.entry(seg[start..start + n].to_vec()).or_insert(0) += 1;
+        for n in 1..=max_n {
+            let mut level: HashMap<Vec<u32>, u64> = HashMap::new();
+            for seg in &segments {
+                for w in seg.windows(n) {
+                    windows[n] += 1;
+                    let frequent = |g: &[u32]| counts.get(g).is_some_and(|&c| c >= cfg.min_count);
+                    if n == 1 || (frequent(&w[..n - 1]) && frequent(&w[1..])) {
+                        *level.entry(w.to_vec()).or_insert(0) += 1;
                     }
                 }
             }
+            counts.extend(level);
         }
         let ln_p = |g: &[u32]| -> f64 {
             let c = counts.get(g).copied().unwrap_or(0) as f64;
@@ -425,6 +441,73 @@ mod tests {
         let t3 = PmiTable::build(&docs, &cfg(3)).unwrap();
         assert!(t3.iter().all(|e| e.count >= 3));
         assert!(!t3.contains(&[1, 2, 3]) && t3.contains(&[1, 2]));
+    }
+
+    /// Readable reference: count every window, no pruning.
+    fn reference(docs: &[Vec<u32>], cfg: &PmiTableConfig) -> Vec<PmiEntry> {
+        let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
+        let mut windows = vec![0u64; cfg.max_ngram as usize + 1];
+        for doc in docs {
+            for seg in doc.split(|id| cfg.special_ids.contains(id)) {
+                for n in 1..=cfg.max_ngram as usize {
+                    for w in seg.windows(n) {
+                        windows[n] += 1;
+                        *counts.entry(w.to_vec()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let lp = |g: &[u32]| (counts[g] as f64 / windows[g.len()] as f64).ln();
+        let mut out: Vec<PmiEntry> = counts
+            .iter()
+            .filter(|(g, &c)| g.len() >= 2 && c >= cfg.min_count)
+            .map(|(g, &c)| PmiEntry {
+                ngram: g.clone(),
+                count: c,
+                pmi: (1..g.len())
+                    .map(|k| lp(g) - lp(&g[..k]) - lp(&g[k..]))
+                    .fold(f64::INFINITY, f64::min),
+            })
+            .collect();
+        out.sort_by(|a, b| b.pmi.total_cmp(&a.pmi).then_with(|| a.ngram.cmp(&b.ngram)));
+        out.truncate(cfg.top_k);
+        out
+    }
+
+    #[test]
+    fn pruned_counting_matches_the_reference() {
+        let mut rng = MaskRng::from_state(42);
+        // Small vocabulary with a skewed distribution and some specials (0).
+        let docs: Vec<Vec<u32>> = (0..300)
+            .map(|_| {
+                (0..30)
+                    .map(|_| {
+                        let r = rng.below(100) as u32;
+                        if r < 5 {
+                            0
+                        } else {
+                            1 + (r * r) % 17
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for (min_count, top_k) in [(1, 10_000), (3, 10_000), (20, 50)] {
+            let cfg = PmiTableConfig {
+                max_ngram: 4,
+                min_count,
+                top_k,
+                special_ids: vec![0],
+            };
+            let fast = PmiTable::build(&docs, &cfg).unwrap();
+            let want = reference(&docs, &cfg);
+            assert!(!want.is_empty());
+            assert_eq!(
+                fast.iter().cloned().collect::<Vec<_>>(),
+                want,
+                "min_count {min_count}"
+            );
+        }
     }
 
     #[test]
