@@ -640,7 +640,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 /// The results table (Markdown): one row per arm, mean ± std over seeds.
 pub fn results_table(results: &StudyResults) -> String {
     let mut out = String::from(
-        "| arm | held-out MLM loss | held-out MLM acc | fine-food acc | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|---|---|---|\n",
+        "| arm | held-out MLM loss | held-out MLM acc | fine-food acc | precision (macro) | recall (macro) | F1 (macro) | s / run |\n|---|---|---|---|---|---|---|---|\n",
     );
     let fmt = |v: &[f64], pct: bool| {
         let (m, s) = mean_std(v);
@@ -661,8 +661,9 @@ pub fn results_table(results: &StudyResults) -> String {
         let ff = |f: fn(&ClassificationReport) -> f64| {
             runs.iter().map(|r| f(&r.finefood)).collect::<Vec<_>>()
         };
+        let seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
         out += &format!(
-            "| {} | {} | {}% | {}% | {}% | {}% | {}% |\n",
+            "| {} | {} | {}% | {}% | {}% | {}% | {}% | {:.0} |\n",
             arm.name,
             fmt(&last(|e| e.mlm_loss), false),
             fmt(&last(|e| e.mlm_acc), true),
@@ -670,6 +671,7 @@ pub fn results_table(results: &StudyResults) -> String {
             fmt(&ff(|r| r.macro_precision), true),
             fmt(&ff(|r| r.macro_recall), true),
             fmt(&ff(|r| r.macro_f1), true),
+            mean_std(&seconds).0,
         );
     }
     out
