@@ -13,6 +13,8 @@
 //! - [`Corruption`]: how a chosen position is corrupted (mask / random / keep, 80/10/10);
 //! - [`Regime`]: static with duplication factor `k` or dynamic;
 //! - [`TokenMasker`]: the composite, itself a [`MaskPolicy`]; [`BatchMasker`] masks batches.
+//! - [`ItemMasker`]: item masking for sequential recommendation (BERT4Rec's Cloze task, and
+//!   mask-last for leave-one-out evaluation), also a [`MaskPolicy`].
 //!
 //! ## Static and dynamic masking are one function
 //! The corruption of example `i` at epoch `e` under seed `s` is a pure function of
@@ -44,6 +46,7 @@ mod config;
 mod corruption;
 mod error;
 mod example;
+mod item;
 mod policy;
 mod regime;
 mod rng;
@@ -56,6 +59,7 @@ pub use config::MaskingConfig;
 pub use corruption::{Action, Corruption, CorruptionConfig};
 pub use error::{MaskError, Result};
 pub use example::{Example, MaskedExample, Span, IGNORE_INDEX, MAX_SEQ_LEN};
+pub use item::{ItemMaskMode, ItemMasker, ItemMaskingConfig};
 pub use policy::{MaskContext, MaskPolicy, Scratch, TokenMasker};
 pub use regime::Regime;
 pub use rng::{mix64, threshold_u32, MaskRng};

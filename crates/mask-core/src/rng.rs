@@ -24,6 +24,9 @@ impl MaskRng {
     /// Stream id for token selection and corruption.
     pub const STREAM_TOKENS: u64 = 0;
 
+    /// Stream id for item masking (sequential recommendation, [`crate::ItemMasker`]).
+    pub const STREAM_ITEMS: u64 = 2;
+
     /// The stream of example `index` at (effective) `epoch` under `seed`.
     #[inline]
     pub fn for_example(seed: u64, epoch: u64, index: u64, stream: u64) -> Self {

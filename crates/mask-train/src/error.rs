@@ -12,6 +12,9 @@ pub enum TrainError {
     /// Reading the corpus failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// An interaction file (recommendation data) is malformed.
+    #[error(transparent)]
+    Rec(#[from] crate::recsys::RecDataError),
     /// The model refused its config or input, or a checkpoint.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -3,7 +3,7 @@
 //! Training Transformers with dynamic masking: embedded real data, a WordPiece tokenizer (HF
 //! `tokenizers`), a `(seed, step)`-addressed data pipeline with prefetching workers, the MLM
 //! learner loop (AdamW, warm-up + decay, global-norm clipping, fixed-mask evaluation, exact
-//! resume), fine-tuning, and metrics.
+//! resume), fine-tuning, metrics, and a BERT4Rec sequential-recommendation study ([`recsys`]).
 
 pub mod data;
 pub mod error;
@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plot;
 pub mod progress;
+pub mod recsys;
 pub mod schedule;
 pub mod tokenizer;
 pub mod trainer;
