@@ -9,6 +9,9 @@
 //! - [`Corruption`]: how a chosen position is corrupted (mask / random / keep, 80/10/10);
 //! - [`Regime`]: static with duplication factor `k` or dynamic;
 //! - [`TokenMasker`]: the composite, itself a [`MaskPolicy`]; [`BatchMasker`] masks batches.
+//! - [`PatchMasker`]: patches of an image grid for vision Transformers, random (MAE, 75 %) or
+//!   block-wise (BEiT, 40 %), an exact count per image, with the same static/dynamic regimes
+//!   ([`PatchMaskingConfig`], [`PatchMask`] with MAE's keep / restore indices; module [`patch`]).
 //!
 //! ## Static and dynamic masking are one function
 //! The corruption of example `i` at epoch `e` under seed `s` is a pure function of
@@ -40,6 +43,7 @@ mod config;
 mod corruption;
 mod error;
 mod example;
+pub mod patch;
 mod policy;
 mod regime;
 mod rng;
@@ -52,6 +56,10 @@ pub use config::MaskingConfig;
 pub use corruption::{Action, Corruption, CorruptionConfig};
 pub use error::{MaskError, Result};
 pub use example::{Example, MaskedExample, Span, IGNORE_INDEX, MAX_SEQ_LEN};
+pub use patch::{
+    AnyPatchSelector, BlockWisePatchSelector, PatchMask, PatchMasker, PatchMaskingConfig,
+    PatchSelectionConfig, RandomPatchSelector,
+};
 pub use policy::{MaskContext, MaskPolicy, Scratch, TokenMasker};
 pub use regime::Regime;
 pub use rng::{mix64, threshold_u32, MaskRng};
