@@ -4,7 +4,7 @@
 //! Writes `report.json`, `report.md` and `mae_grid.png` (original / masked / reconstructed).
 //!
 //! ```sh
-//! cargo run --release --example mae_fashion_mnist               # default (about 10 min on 2 cores)
+//! cargo run --release --example mae_fashion_mnist               # default (about 8 min on 2 cores)
 //! cargo run --release --example mae_fashion_mnist -- --quick    # smoke version (seconds)
 //! cargo run --release --example mae_fashion_mnist -- \
 //!     --train-images train-images-idx3-ubyte.gz --train-labels train-labels-idx1-ubyte.gz \
