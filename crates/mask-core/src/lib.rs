@@ -15,6 +15,9 @@
 //! - [`TokenMasker`]: the composite, itself a [`MaskPolicy`]; [`BatchMasker`] masks batches.
 //! - [`ItemMasker`]: item masking for sequential recommendation (BERT4Rec's Cloze task, and
 //!   mask-last for leave-one-out evaluation), also a [`MaskPolicy`].
+//! - [`PatchMasker`]: patches of an image grid for vision Transformers, random (MAE, 75 %) or
+//!   block-wise (BEiT, 40 %), an exact count per image, with the same static/dynamic regimes
+//!   ([`PatchMaskingConfig`], [`PatchMask`] with MAE's keep / restore indices; module [`patch`]).
 //!
 //! ## Static and dynamic masking are one function
 //! The corruption of example `i` at epoch `e` under seed `s` is a pure function of
@@ -47,6 +50,7 @@ mod corruption;
 mod error;
 mod example;
 mod item;
+pub mod patch;
 mod policy;
 mod regime;
 mod rng;
@@ -60,6 +64,10 @@ pub use corruption::{Action, Corruption, CorruptionConfig};
 pub use error::{MaskError, Result};
 pub use example::{Example, MaskedExample, Span, IGNORE_INDEX, MAX_SEQ_LEN};
 pub use item::{ItemMaskMode, ItemMasker, ItemMaskingConfig};
+pub use patch::{
+    AnyPatchSelector, BlockWisePatchSelector, PatchMask, PatchMasker, PatchMaskingConfig,
+    PatchSelectionConfig, RandomPatchSelector,
+};
 pub use policy::{MaskContext, MaskPolicy, Scratch, TokenMasker};
 pub use regime::Regime;
 pub use rng::{mix64, threshold_u32, MaskRng};

@@ -23,6 +23,8 @@ pub struct MaskRng {
 impl MaskRng {
     /// Stream id for token selection and corruption.
     pub const STREAM_TOKENS: u64 = 0;
+    /// Stream id for patch masking (MAE random, BEiT block-wise).
+    pub const STREAM_PATCHES: u64 = 1;
 
     /// Stream id for item masking (sequential recommendation, [`crate::ItemMasker`]).
     pub const STREAM_ITEMS: u64 = 2;

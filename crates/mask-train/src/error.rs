@@ -42,6 +42,9 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// An IDX image or label file is malformed.
+    #[error(transparent)]
+    Idx(crate::vision::IdxError),
     /// Reading or writing a file failed.
     #[error("i/o error on `{path}`: {source}")]
     Io {

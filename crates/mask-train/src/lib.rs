@@ -3,7 +3,9 @@
 //! Training Transformers with dynamic masking: embedded real data, a WordPiece tokenizer (HF
 //! `tokenizers`), a `(seed, step)`-addressed data pipeline with prefetching workers, the MLM
 //! learner loop (AdamW, warm-up + decay, global-norm clipping, fixed-mask evaluation, exact
-//! resume), fine-tuning, metrics, and a BERT4Rec sequential-recommendation study ([`recsys`]).
+//! resume), fine-tuning and metrics; a BERT4Rec sequential-recommendation study ([`recsys`]);
+//! masked image modelling (ViT-MAE with static or dynamic patch masking on embedded
+//! Fashion-MNIST, linear probe) in [`vision`].
 
 pub mod data;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod recsys;
 pub mod schedule;
 pub mod tokenizer;
 pub mod trainer;
+pub mod vision;
 
 pub use error::{Result, TrainError};
 pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics};
