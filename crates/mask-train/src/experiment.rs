@@ -434,7 +434,7 @@ fn corpus_resources(
             ..config.pmi.clone()
         };
         let table = PmiTable::build(ids(), &cfg)?;
-        table.save(&out.join("pmi-table.json"))?;
+        table.save(out.join("pmi-table.json"))?;
         Some(Arc::new(table))
     } else {
         None
