@@ -1093,30 +1093,154 @@ fn render_grid(
     }
 }
 
-/// Writes an 8-bit greyscale PNG.
+/// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) as PNG chunks use it; bitwise, which
+/// is plenty for a few chunks per figure.
+fn crc32(chunks: &[&[u8]]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for bytes in chunks {
+        for &b in *bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+    }
+    !crc
+}
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+
+/// An 8-bit greyscale PNG of `img` (PNG 1.2: IHDR, one zlib IDAT of filter-0 scanlines, IEND).
+/// Written by hand so that no image crate joins the build: the `png` crate switches on a
+/// `miniz_oxide` feature that `flate2` shares with burn, which would rebuild burn.
+pub fn png_bytes(img: &GreyImage) -> Vec<u8> {
+    use std::io::Write;
+    let mut raw = Vec::with_capacity((img.width + 1) * img.height);
+    for row in img.pixels.chunks(img.width.max(1)).take(img.height) {
+        raw.push(0); // filter type 0 (none)
+        raw.extend_from_slice(row);
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&raw).expect("writing to a Vec cannot fail");
+    let idat = z.finish().expect("writing to a Vec cannot fail");
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&(img.width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(img.height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // depth 8, greyscale, deflate, filter 0, no interlace
+    let mut out = PNG_SIGNATURE.to_vec();
+    for (kind, data) in [
+        (b"IHDR", &ihdr[..]),
+        (b"IDAT", &idat[..]),
+        (b"IEND", &[][..]),
+    ] {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc32(&[kind, data]).to_be_bytes());
+    }
+    out
+}
+
+/// Writes an 8-bit greyscale PNG (see [`png_bytes`]) atomically.
 pub fn write_png(path: &Path, img: &GreyImage) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(io_error(path))?;
-    let mut enc = png::Encoder::new(
-        std::io::BufWriter::new(file),
-        img.width as u32,
-        img.height as u32,
-    );
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let to_io = |e: png::EncodingError| TrainError::Io {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e),
-    };
-    let mut writer = enc.write_header().map_err(to_io)?;
-    writer.write_image_data(&img.pixels).map_err(to_io)?;
-    writer.finish().map_err(to_io)?;
+    mask_model::checkpoint::write_atomic(path, &png_bytes(img))?;
     Ok(())
+}
+
+/// Reads back an 8-bit greyscale, non-interlaced PNG whose scanlines use filter 0 (what
+/// [`png_bytes`] writes), checking the signature and every chunk's CRC; anything else is an
+/// error naming what differs. For tests and tools, not a general PNG decoder.
+pub fn read_png_grey(bytes: &[u8]) -> std::result::Result<GreyImage, String> {
+    use std::io::Read;
+    if bytes.len() < 8 || bytes[..8] != PNG_SIGNATURE {
+        return Err("not a PNG (bad signature)".into());
+    }
+    let (mut at, mut header, mut idat) = (8, None, Vec::new());
+    loop {
+        let take = |at: usize, n: usize| {
+            bytes
+                .get(at..at + n)
+                .ok_or_else(|| format!("truncated at byte {at}"))
+        };
+        let len = u32::from_be_bytes(take(at, 4)?.try_into().expect("4 bytes")) as usize;
+        let kind = take(at + 4, 4)?;
+        let data = take(at + 8, len)?;
+        let crc = u32::from_be_bytes(take(at + 8 + len, 4)?.try_into().expect("4 bytes"));
+        if crc != crc32(&[kind, data]) {
+            return Err(format!(
+                "chunk {} has a bad CRC",
+                String::from_utf8_lossy(kind)
+            ));
+        }
+        match kind {
+            b"IHDR" if len == 13 => {
+                if data[8..13] != [8, 0, 0, 0, 0] {
+                    return Err(format!("unsupported IHDR format {:?}", &data[8..13]));
+                }
+                let w = u32::from_be_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+                let h = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes")) as usize;
+                header = Some((w, h));
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            b"IEND" => break,
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let (width, height) = header.ok_or("no IHDR chunk")?;
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("IDAT does not inflate: {e}"))?;
+    if raw.len() != (width + 1) * height {
+        return Err(format!(
+            "IDAT holds {} bytes, expected {} for {width}x{height}",
+            raw.len(),
+            (width + 1) * height
+        ));
+    }
+    let mut pixels = Vec::with_capacity(width * height);
+    for row in raw.chunks(width + 1) {
+        if row[0] != 0 {
+            return Err(format!("unsupported scanline filter {}", row[0]));
+        }
+        pixels.extend_from_slice(&row[1..]);
+    }
+    Ok(GreyImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn png_round_trips_and_crcs_are_checked() {
+        // The CRC of the IEND chunk type is the well-known 0xAE426082.
+        assert_eq!(crc32(&[b"IEND"]), 0xae42_6082);
+        let img = GreyImage {
+            width: 5,
+            height: 3,
+            pixels: (0..15).map(|i| (i * 17) as u8).collect(),
+        };
+        let bytes = png_bytes(&img);
+        let back = read_png_grey(&bytes).unwrap();
+        assert_eq!((back.width, back.height, &back.pixels), (5, 3, &img.pixels));
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 20] ^= 1; // inside IDAT
+        assert!(read_png_grey(&bad).unwrap_err().contains("bad CRC"));
+        assert!(read_png_grey(&bytes[..20])
+            .unwrap_err()
+            .contains("truncated"));
+        assert!(read_png_grey(b"GIF89a..")
+            .unwrap_err()
+            .contains("signature"));
+    }
 
     fn hex(bytes: &[u8]) -> String {
         Sha256::digest(bytes)
