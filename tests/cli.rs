@@ -171,3 +171,38 @@ fn pretrain_resume_eval_finetune_through_checkpoints() {
         "{stdout}"
     );
 }
+
+#[test]
+fn plot_redraws_a_finished_study_and_refuses_other_files() {
+    let dir = temp_dir("plot");
+    let out = dir.join("study");
+    let (ok, _, err) = dynmask(&[
+        "compare",
+        CONFIG,
+        "--quick",
+        "--steps",
+        "8",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let svg = dir.join("again.svg");
+    let results = out.join("results.json");
+    let (ok, stdout, err) = dynmask(&[
+        "plot",
+        results.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(stdout.matches("| static k=").count(), 2, "{stdout}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("dynamic"),
+        "{text:.200}"
+    );
+
+    let (ok, _, err) = dynmask(&["plot", CONFIG]);
+    assert!(!ok);
+    assert!(err.contains("a study's results.json"), "{err}");
+}

@@ -7,6 +7,7 @@
 //! dynmask pretrain configs/static_vs_dynamic.toml --arm dynamic --resume runs/.../ckpt-00000128.dynmask
 //! dynmask eval configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-00000512.dynmask
 //! dynmask finetune configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-00000512.dynmask
+//! dynmask plot runs/static_vs_dynamic/results.json --out curves.svg  # table + curves of a finished study
 //! ```
 
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mask_train::experiment::{
-    finetune_encoder, load_study, pretrain_arm, results_table, run_study, CheckpointPlan,
-    StudyConfig, StudyData,
+    finetune_encoder, load_results, load_study, pretrain_arm, results_table, run_study,
+    CheckpointPlan, StudyConfig, StudyData,
 };
 use mask_train::trainer::evaluate_mlm;
 
@@ -95,6 +96,14 @@ enum Command {
         /// Checkpoint written by `pretrain`.
         #[arg(long)]
         checkpoint: PathBuf,
+    },
+    /// Print the table and redraw the learning curves of a finished study's results.json.
+    Plot {
+        /// `results.json` written by `compare`.
+        results: PathBuf,
+        /// SVG to write. Default: curves.svg next to the results.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Fine-tune a checkpoint's encoder on the fine-food reviews; print accuracy / P / R / F1.
     Finetune {
@@ -206,7 +215,17 @@ fn run<B: AutodiffBackend>(
                 cm.rows()
             );
         }
+        Command::Plot { results, out } => plot(&results, out)?,
     }
+    Ok(())
+}
+
+fn plot(results: &std::path::Path, out: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let r = load_results(results)?;
+    let out = out.unwrap_or_else(|| results.with_file_name("curves.svg"));
+    mask_train::plot::plot_study(&r, &out)?;
+    println!("{}", results_table(&r));
+    println!("curves in {}", out.display());
     Ok(())
 }
 
@@ -217,6 +236,13 @@ fn main() {
         | Command::Pretrain { common, .. }
         | Command::Eval { common, .. }
         | Command::Finetune { common, .. } => common.backend,
+        Command::Plot { results, out } => {
+            if let Err(e) = plot(results, out.clone()) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
     };
     let result = match backend {
         BackendKind::Ndarray => run::<Autodiff<NdArray<f32>>>(cli.command, &Default::default()),

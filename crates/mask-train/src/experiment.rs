@@ -677,6 +677,18 @@ pub fn results_table(results: &StudyResults) -> String {
     out
 }
 
+/// Reads a finished study's `results.json`.
+pub fn load_results(path: &Path) -> Result<StudyResults> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text).map_err(|e| {
+        invalid(
+            "results",
+            path.display(),
+            format!("a study's results.json: {e}"),
+        )
+    })
+}
+
 /// Reads a study config from TOML.
 pub fn load_study(path: &Path) -> Result<StudyConfig> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;

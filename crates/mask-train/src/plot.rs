@@ -1,5 +1,5 @@
 //! Learning curves as SVG (plotters): held-out MLM loss (fixed evaluation mask) and training
-//! loss (moving average over 16 steps) against steps, one line per arm and seed.
+//! loss (moving average over 16 steps) against steps, one line per arm (mean over its seeds).
 
 use std::path::Path;
 
@@ -27,42 +27,36 @@ pub fn plot_study(results: &StudyResults, path: &Path) -> Result<()> {
         .max()
         .unwrap_or(1) as f64;
 
-    // (series name, points) for each panel.
-    let eval: Vec<(String, Vec<(f64, f64)>)> = results
-        .runs
-        .iter()
-        .map(|r| {
-            (
-                format!("{} s{}", r.arm, r.seed),
+    // (series name, points) for each panel: one line per arm, the pointwise mean over its seeds
+    // (with 11 arms x 3 seeds, one line per run is unreadable).
+    let mut eval: Vec<(String, Vec<(f64, f64)>)> = vec![];
+    let mut train: Vec<(String, Vec<(f64, f64)>)> = vec![];
+    for arm in &results.config.arms {
+        let runs: Vec<_> = results.runs.iter().filter(|r| r.arm == arm.name).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let name = if runs.len() > 1 {
+            format!("{} (mean of {})", arm.name, runs.len())
+        } else {
+            arm.name.clone()
+        };
+        let curves: Vec<Vec<(f64, f64)>> = runs
+            .iter()
+            .map(|r| {
                 r.evals
                     .iter()
                     .map(|e| (e.step as f64, e.mlm_loss))
-                    .collect(),
-            )
-        })
-        .collect();
-    let train: Vec<(String, Vec<(f64, f64)>)> = results
-        .runs
-        .iter()
-        .map(|r| {
-            let losses: Vec<f64> = r.history.iter().map(|h| h.loss).collect();
-            let pts = (0..losses.len())
-                .map(|i| {
-                    let lo = i.saturating_sub(15);
-                    let w: Vec<f64> = losses[lo..=i]
-                        .iter()
-                        .copied()
-                        .filter(|x| x.is_finite())
-                        .collect();
-                    (
-                        i as f64 + 1.0,
-                        w.iter().sum::<f64>() / w.len().max(1) as f64,
-                    )
-                })
-                .collect();
-            (format!("{} s{}", r.arm, r.seed), pts)
-        })
-        .collect();
+                    .collect()
+            })
+            .collect();
+        eval.push((name.clone(), mean_curve(&curves)));
+        let curves: Vec<Vec<(f64, f64)>> = runs
+            .iter()
+            .map(|r| smoothed(&r.history.iter().map(|h| h.loss).collect::<Vec<_>>()))
+            .collect();
+        train.push((name, mean_curve(&curves)));
+    }
 
     for (area, title, series) in [
         (&left, "held-out MLM loss (fixed mask)", &eval),
@@ -116,4 +110,48 @@ pub fn plot_study(results: &StudyResults, path: &Path) -> Result<()> {
     }
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
+}
+
+/// Moving average over the last 16 finite values, as `(step + 1, mean)`.
+fn smoothed(losses: &[f64]) -> Vec<(f64, f64)> {
+    (0..losses.len())
+        .map(|i| {
+            let lo = i.saturating_sub(15);
+            let w: Vec<f64> = losses[lo..=i]
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
+            (
+                i as f64 + 1.0,
+                w.iter().sum::<f64>() / w.len().max(1) as f64,
+            )
+        })
+        .collect()
+}
+
+/// Pointwise mean of curves sampled at the same x positions (truncated to the shortest, as an
+/// early-stopped run is shorter).
+fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let n = curves.iter().map(Vec::len).min().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let y = curves.iter().map(|c| c[i].1).sum::<f64>() / curves.len() as f64;
+            (curves[0][i].0, y)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_curve_averages_pointwise_and_truncates() {
+        let a = vec![(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)];
+        let b = vec![(0.0, 3.0), (1.0, 5.0)];
+        assert_eq!(mean_curve(&[a, b]), vec![(0.0, 2.0), (1.0, 4.0)]);
+        let s = smoothed(&[2.0, f64::NAN, 4.0]);
+        assert_eq!(s, vec![(1.0, 2.0), (2.0, 2.0), (3.0, 3.0)]);
+    }
 }
