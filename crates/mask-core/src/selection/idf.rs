@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::stats::TokenStats;
-use super::weighted::sample_proportional;
+use super::weighted::select_weighted;
 use super::{SelectScratch, Selector};
 use crate::error::{MaskError, Result};
 use crate::example::{Example, Span};
@@ -71,17 +71,15 @@ impl Selector for IdfSelector {
         scratch: &mut SelectScratch,
         out: &mut Vec<Span>,
     ) {
-        let mut weights = std::mem::take(&mut scratch.weights);
-        weights.clear();
-        weights.extend(ex.ids.iter().zip(ex.special_mask).map(|(&id, &s)| {
-            if s {
-                0.0
-            } else {
-                self.weight(id)
-            }
-        }));
-        sample_proportional(&weights, mask_prob, rng, scratch, out);
-        scratch.weights = weights;
+        select_weighted(mask_prob, rng, scratch, out, |weights| {
+            weights.extend(ex.ids.iter().zip(ex.special_mask).map(|(&id, &s)| {
+                if s {
+                    0.0
+                } else {
+                    self.weight(id)
+                }
+            }))
+        });
     }
 }
 

@@ -54,7 +54,7 @@
 //!   masking the scorer adds ~1.2 kFLOPs per token, under 1e-5 of the main model's compute.
 
 use super::loss_aware::{check_temperature, check_vocab, mix_softmax, StateReader, StateWriter};
-use super::weighted::sample_proportional;
+use super::weighted::select_weighted;
 use super::{SelectScratch, Selector};
 use crate::error::{MaskError, Result};
 use crate::example::{Example, Span};
@@ -403,10 +403,7 @@ impl Selector for LearnedSelector {
         scratch: &mut SelectScratch,
         out: &mut Vec<Span>,
     ) {
-        let mut w = std::mem::take(&mut scratch.weights);
-        self.weights(ex, &mut w);
-        sample_proportional(&w, mask_prob, rng, scratch, out);
-        scratch.weights = w;
+        select_weighted(mask_prob, rng, scratch, out, |w| self.weights(ex, w));
     }
 
     /// One SGD step on the example's feedback (see the module header).

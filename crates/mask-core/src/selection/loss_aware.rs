@@ -37,7 +37,7 @@
 //! `observe`: O(1) per fed-back token. `select`: one `exp` per eligible token plus the sampler.
 //! Memory: 24 bytes per vocabulary id (`m`, `z`, count).
 
-use super::weighted::sample_proportional;
+use super::weighted::select_weighted;
 use super::{SelectScratch, Selector};
 use crate::error::{MaskError, Result};
 use crate::example::{Example, Span};
@@ -203,10 +203,7 @@ impl Selector for LossAwareSelector {
         scratch: &mut SelectScratch,
         out: &mut Vec<Span>,
     ) {
-        let mut w = std::mem::take(&mut scratch.weights);
-        self.weights(ex, &mut w);
-        sample_proportional(&w, mask_prob, rng, scratch, out);
-        scratch.weights = w;
+        select_weighted(mask_prob, rng, scratch, out, |w| self.weights(ex, w));
     }
 
     fn observe(&mut self, ids: &[u32], positions: &[u32], losses: &[f32]) {

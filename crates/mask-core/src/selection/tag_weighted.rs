@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::weighted::sample_proportional;
+use super::weighted::select_weighted;
 use super::{SelectScratch, Selector};
 use crate::error::{MaskError, Result};
 use crate::example::{Example, Span};
@@ -142,18 +142,16 @@ impl Selector for TagWeightedSelector {
         scratch: &mut SelectScratch,
         out: &mut Vec<Span>,
     ) {
-        let mut weights = std::mem::take(&mut scratch.weights);
-        weights.clear();
         let tags = ex.tags.unwrap_or(&[]);
-        weights.extend(ex.special_mask.iter().enumerate().map(|(i, &s)| {
-            if s {
-                0.0
-            } else {
-                tags.get(i).map_or(0.0, |&t| self.weights.weight(t))
-            }
-        }));
-        sample_proportional(&weights, mask_prob, rng, scratch, out);
-        scratch.weights = weights;
+        select_weighted(mask_prob, rng, scratch, out, |weights| {
+            weights.extend(ex.special_mask.iter().enumerate().map(|(i, &s)| {
+                if s {
+                    0.0
+                } else {
+                    tags.get(i).map_or(0.0, |&t| self.weights.weight(t))
+                }
+            }))
+        });
     }
 }
 

@@ -78,6 +78,22 @@ pub fn inclusion_probabilities(weights: &[f64], budget: f64, out: &mut Vec<f64>)
     }
 }
 
+/// The selection step shared by the weighted selectors: `fill` writes one weight per position
+/// (0 for special/padding) into the scratch weight buffer, then [`sample_proportional`] draws.
+pub(crate) fn select_weighted(
+    mask_prob: f64,
+    rng: &mut MaskRng,
+    scratch: &mut SelectScratch,
+    out: &mut Vec<Span>,
+    fill: impl FnOnce(&mut Vec<f64>),
+) {
+    let mut weights = std::mem::take(&mut scratch.weights);
+    weights.clear();
+    fill(&mut weights);
+    sample_proportional(&weights, mask_prob, rng, scratch, out);
+    scratch.weights = weights;
+}
+
 /// Chooses positions with inclusion probabilities [`inclusion_probabilities`]`(weights,
 /// mask_prob * m)` (`m` = number of positive weights) and `floor` or `ceil` of that budget of
 /// them: systematic (Madow) sampling over a random permutation of the positions with `w_i > 0`.
