@@ -20,6 +20,9 @@ pub struct TokenBatch<'a> {
     pub special_mask: &'a [bool],
     /// Optional word ids, `batch * seq_len`.
     pub word_ids: Option<&'a [Option<u32>]>,
+    /// Optional tag per token (e.g. part-of-speech class ids), `batch * seq_len`; read by
+    /// tag-weighted selection.
+    pub tags: Option<&'a [u16]>,
     /// Stable data-set index of each row, `batch`.
     pub example_indices: &'a [u64],
 }
@@ -65,6 +68,9 @@ impl TokenBatch<'_> {
         if let Some(w) = self.word_ids {
             shape("word_ids", n, w.len())?;
         }
+        if let Some(t) = self.tags {
+            shape("tags", n, t.len())?;
+        }
         shape("example_indices", self.batch, self.example_indices.len())
     }
 
@@ -74,8 +80,8 @@ impl TokenBatch<'_> {
         Example {
             ids: &self.ids[span.clone()],
             special_mask: &self.special_mask[span.clone()],
-            word_ids: self.word_ids.map(|w| &w[span]),
-            tags: None,
+            word_ids: self.word_ids.map(|w| &w[span.clone()]),
+            tags: self.tags.map(|t| &t[span]),
         }
     }
 }

@@ -38,7 +38,7 @@ pub enum RateSchedule {
         #[serde(default)]
         warmup_steps: u64,
         /// Rate at step 0 when `warmup_steps > 0`. Default: `end`
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         warmup_start: Option<f64>,
     },
     /// Half-cosine decay from `start` to `end`.
@@ -53,7 +53,7 @@ pub enum RateSchedule {
         #[serde(default)]
         warmup_steps: u64,
         /// Rate at step 0 when `warmup_steps > 0`. Default: `end`
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         warmup_start: Option<f64>,
     },
 }

@@ -133,6 +133,7 @@ fn malformed_batches_are_refused() {
         ids: &ids,
         special_mask: &special,
         word_ids: None,
+        tags: None,
         example_indices: &[0, 1],
     };
     assert!(bm.mask_batch(&ok, BatchContext::default()).is_ok());

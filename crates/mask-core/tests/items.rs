@@ -250,6 +250,7 @@ fn works_with_the_batch_masker() {
         ids: &ids,
         special_mask: &pad,
         word_ids: None,
+        tags: None,
         example_indices: &[11, 12],
     };
     let ctx = BatchContext {

@@ -271,6 +271,7 @@ fn run_case(
         ids: &ids,
         special_mask: &special,
         word_ids: Some(&words),
+        tags: None,
         example_indices: &indices,
     };
     let mut bm = BatchMasker::new(policy.clone());

@@ -261,7 +261,7 @@ impl PmiTable {
             reason,
         };
         let text = serde_json::to_string(&file).map_err(|e| err(e.to_string()))?;
-        std::fs::write(path, text).map_err(|e| err(e.to_string()))
+        crate::io::write_atomic(path, text.as_bytes()).map_err(|e| err(e.to_string()))
     }
 
     /// Reads a table written by [`PmiTable::save`]; [`MaskError::File`] naming `path` when it

@@ -1,3 +1,0 @@
-//! Test helpers shared by several integration tests.
-
-pub mod brown;
