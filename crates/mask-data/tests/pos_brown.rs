@@ -1,6 +1,6 @@
 //! Part-of-speech-weighted masking on real text: the first 4,000 sentences of the tagged Brown
 //! Corpus (vendored; see `data/README.md`), one token per word, each token tagged with its
-//! coarse class (mapping in `tests/common/brown.rs`).
+//! coarse class (mapping in `mask_data::pos`).
 //!
 //! With class weights NOUN 3, VERB 2, ADJ 2, ADV 1, FUNC 0.5, PUNCT 0.25, OTHER 1 at a 15%
 //! rate, the realised per-class masking count over many (epoch, sentence) draws must equal the
@@ -9,13 +9,11 @@
 //! independent); nouns must be masked more often than function words; and the overall rate
 //! must be 15% (each sequence masks floor or ceil of its budget).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::brown;
 use mask_core::selection::weighted::inclusion_probabilities;
 use mask_core::*;
+use mask_data::pos as brown;
 
 const WEIGHTS: [f64; 7] = [3.0, 2.0, 2.0, 1.0, 0.5, 0.25, 1.0];
 const MASK_PROB: f64 = 0.15;
@@ -23,7 +21,7 @@ const EPOCHS: u64 = 4;
 
 #[test]
 fn the_brown_mapping_covers_the_corpus_sensibly() {
-    let sents = brown::sentences();
+    let sents = brown::sentences().unwrap();
     assert_eq!(sents.len(), 4000);
     let mut counts = [0usize; 7];
     for s in &sents {
@@ -66,7 +64,7 @@ fn the_brown_mapping_covers_the_corpus_sensibly() {
 
 #[test]
 fn pos_weighted_masking_matches_its_inclusion_probabilities_on_brown() {
-    let enc = brown::encode(&brown::sentences());
+    let enc = brown::word_level(&brown::sentences().unwrap());
     let weights = Arc::new(TagWeights::new(WEIGHTS.to_vec()).unwrap());
     let res = SelectorResources {
         tag_weights: Some(weights.clone()),
