@@ -9,8 +9,7 @@
 //! `u64` payload length, payload; then the SHA-256 of everything before it. Integers are
 //! little-endian.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use burn::module::Module;
@@ -140,40 +139,13 @@ impl Container {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temp file in the same directory is written and fsynced, renamed over `path`, and the
-/// directory is fsynced.
+/// Writes `bytes` to `path` atomically ([`mask_attn::mask_core::io::write_atomic`]: temp file,
+/// fsync, rename, directory fsync; a failed write leaves no temp file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| ModelError::Io {
+    mask_attn::mask_core::io::write_atomic(path, bytes).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| corrupt(&path.display().to_string(), "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    // Fault injection for the crash test (mask-train's suite): die between write and rename.
-    if std::env::var_os("DYNMASK_FAULT_BEFORE_RENAME").is_some() {
-        std::process::abort();
-    }
-    fs::rename(&tmp, path).map_err(io)?;
-    // Persist the rename itself (not supported on every platform; best effort there).
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// A model config that can rebuild its model; the checkpoint functions are generic over it.
@@ -202,6 +174,11 @@ model_config!(crate::ClassifierConfig, "classifier", ClassifierModel);
 model_config!(crate::CausalLmConfig, "causal_lm", CausalLmModel);
 model_config!(crate::VitMaeConfig, "vit_mae", VitMae);
 model_config!(crate::Bert4RecConfig, "bert4rec", Bert4Rec);
+model_config!(
+    crate::TokenClassifierConfig,
+    "token_classifier",
+    TokenClassifierModel
+);
 
 /// burn's named-MessagePack record of a module's parameters.
 pub fn record_bytes<B: Backend, M: Module<B>>(model: M) -> Result<Vec<u8>> {

@@ -80,22 +80,8 @@ impl ClassifierConfig {
         device: &B::Device,
     ) -> crate::Result<ClassifierModel<B>> {
         self.check()?;
-        self.encoder.validate()?;
+        self.encoder.check_encoder(&encoder, "classifier")?;
         let t = &self.encoder.transformer;
-        for (what, want, got) in [
-            ("d_model", t.d_model, encoder.d_model()),
-            ("vocab_size", self.encoder.vocab_size, encoder.vocab_size),
-            ("n_layers", t.n_layers, encoder.transformer.blocks.len()),
-            ("max_len", self.encoder.max_len, encoder.max_len),
-        ] {
-            if want != got {
-                return Err(ModelError::Shape {
-                    what: format!("`{what}` of the given encoder vs the classifier config"),
-                    expected: want.to_string(),
-                    got: got.to_string(),
-                });
-            }
-        }
         let (d, std) = (t.d_model, t.init_std);
         let model = ClassifierModel {
             encoder,
@@ -121,6 +107,19 @@ impl<B: Backend> ClassifierModel<B> {
         lengths: Option<&[usize]>,
     ) -> crate::Result<Tensor<B, 2>> {
         let hidden = self.encoder.forward(ids, mask)?; // [B, T, d]
+        self.head(hidden, lengths)
+    }
+
+    /// Class logits from encoder states (pooling, dropout, classifier): the part that trains
+    /// when the encoder is frozen.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[B, T, d]` -> `[B, C]`
+    pub fn head(
+        &self,
+        hidden: Tensor<B, 3>,
+        lengths: Option<&[usize]>,
+    ) -> crate::Result<Tensor<B, 2>> {
         let [batch, seq, d] = hidden.dims();
         let device = hidden.device();
         let pooled = match &self.pooler {

@@ -55,6 +55,28 @@ pub struct TextEncoder<B: Backend> {
 }
 
 impl TextEncoderConfig {
+    /// Validates the config and checks that `encoder` (e.g. a pretrained one) has its sizes;
+    /// `head` names the model being built in the error.
+    pub fn check_encoder<B: Backend>(&self, encoder: &TextEncoder<B>, head: &str) -> Result<()> {
+        self.validate()?;
+        let t = &self.transformer;
+        for (what, want, got) in [
+            ("d_model", t.d_model, encoder.d_model()),
+            ("vocab_size", self.vocab_size, encoder.vocab_size),
+            ("n_layers", t.n_layers, encoder.transformer.blocks.len()),
+            ("max_len", self.max_len, encoder.max_len),
+        ] {
+            if want != got {
+                return Err(crate::ModelError::Shape {
+                    what: format!("`{what}` of the given encoder vs the {head} config"),
+                    expected: want.to_string(),
+                    got: got.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the encoder, validating the config first.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TextEncoder<B>> {
         self.validate()?;

@@ -8,7 +8,8 @@
 //!   feed-forward, dropout, final norm); [`TextEncoderConfig`] -> [`TextEncoder`] (token
 //!   embeddings + learned / sinusoidal / rotary positions).
 //! - Heads: [`MlmModel`] (BERT head tied to the token embedding), [`ClassifierModel`] (CLS or
-//!   mean pooling), [`CausalLmModel`] (decoder-only, causal by construction).
+//!   mean pooling), [`TokenClassifierModel`] (a class per token: tagging),
+//!   [`CausalLmModel`] (decoder-only, causal by construction).
 //! - Other front ends: [`VitMae`] (ViT patches, MAE decoder, classification head) and
 //!   [`Bert4Rec`] (item sequences).
 //! - [`checkpoint`]: atomic, checksummed checkpoints that refuse a mismatched config;
@@ -31,6 +32,7 @@ pub mod init;
 pub mod loss;
 pub mod mlm;
 pub mod position;
+pub mod tagger;
 pub mod vit_mae;
 
 pub use bert4rec::{Bert4Rec, Bert4RecConfig};
@@ -45,6 +47,7 @@ pub use export::{import_hf_bert_mlm, NamedTensors};
 pub use init::materialize;
 pub use loss::{masked_lm_loss, masked_patch_mse, token_cross_entropy, MaskedTargets};
 pub use mlm::{MlmConfig, MlmHead, MlmModel};
+pub use tagger::{TokenClassifierConfig, TokenClassifierModel};
 pub use vit_mae::{MaeIndices, MaeOutput, VitMae, VitMaeConfig};
 
 pub use mask_attn;

@@ -5,7 +5,6 @@
 //! Legend: B batch, T positions, N selected positions, V vocabulary, P patch features.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use mask_attn::mask_core::IGNORE_INDEX;
 
 use crate::error::{ModelError, Result};
@@ -63,6 +62,23 @@ impl MaskedTargets {
             Tensor::from_data(TensorData::new(self.targets.clone(), [n]), device),
         )
     }
+}
+
+/// `log_softmax(x, dim)` with the same forward bits as burn's default (`x - max`, then minus
+/// `log(sum(exp))`), but a backward that never goes through `B::float_recip`: burn-autodiff's
+/// `log` backward multiplies by `recip(input)`, and burn-ndarray's SIMD `recip` is the ~14-bit
+/// approximation (`_mm512_rcp14_ps` / `_mm256_rcp_ps`) on the vector-aligned middle of the buffer
+/// and an exact `1 / x` on the unaligned head and tail. When that input is uniquely owned the op
+/// runs in place, so which rows get which depends on the heap address: gradients (and training
+/// runs) were not reproducible bit for bit. Here `log(s)`'s gradient is an exact `1 / s`.
+fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let shifted = x.clone() - x.detach().max_dim(dim);
+    let sum = shifted.clone().exp().sum_dim(dim);
+    let fixed = sum.clone().detach();
+    let inv = fixed.ones_like() / fixed.clone(); // exact IEEE division (not `recip`)
+                                                 // Value: log(s) + (s - s) / s = log(s) bit for bit; gradient w.r.t. s: 1 / s.
+    let log_sum = fixed.clone().log() + (sum - fixed) * inv;
+    shifted - log_sum
 }
 
 /// Per-position cross-entropy `-log softmax(logits)[target]`.
