@@ -1,30 +1,23 @@
-//! Typed errors of `mask-train`, each naming the file, field or value at fault.
+//! Typed errors of `mask-train`, each naming the file, field, step or value at fault.
 
 use mask_core::MaskError;
+use mask_data::DataError;
 use mask_model::ModelError;
 use thiserror::Error;
 
-use crate::data::DataError;
-
-/// Everything that can go wrong preparing data, training, evaluating or resuming.
+/// Everything that can go wrong preparing, training, evaluating or resuming a run.
 #[derive(Debug, Error)]
 pub enum TrainError {
-    /// Reading the corpus failed.
+    /// Reading or preparing data failed.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// An interaction file (recommendation data) is malformed.
-    #[error(transparent)]
-    Rec(#[from] crate::recsys::RecDataError),
     /// The model refused its config or input, or a checkpoint.
     #[error(transparent)]
     Model(#[from] ModelError),
     /// The masking policy refused its config or input.
     #[error(transparent)]
     Mask(#[from] MaskError),
-    /// The tokenizer could not be trained, loaded or applied.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// A training setting is out of range.
+    /// A setting is out of range.
     #[error("`{field}` = {value} is invalid: {expected}")]
     InvalidConfig {
         /// The field.
@@ -34,7 +27,8 @@ pub enum TrainError {
         /// What was expected.
         expected: String,
     },
-    /// A checkpoint's training state does not fit this run.
+    /// A checkpoint does not fit this run (another task, config, tokenizer or data), or its
+    /// training state is unreadable.
     #[error("cannot resume from `{path}`: {reason}")]
     Resume {
         /// The checkpoint.
@@ -42,9 +36,48 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
-    /// An IDX image or label file is malformed.
-    #[error(transparent)]
-    Idx(crate::vision::IdxError),
+    /// Training produced a non-finite loss, gradient norm or metric. The model was not updated
+    /// with it and no checkpoint was written after the last good one.
+    #[error(
+        "non-finite {what} at step {step}: {value} (lower the learning rate, check the data; \
+         the last checkpoint, if any, is intact)"
+    )]
+    NonFinite {
+        /// `loss`, `gradient norm` or a metric's name.
+        what: String,
+        /// The step (0-based) whose forward, backward or evaluation produced it.
+        step: u64,
+        /// The value (`NaN`, `inf` or `-inf`).
+        value: f64,
+    },
+    /// A run directory holds state that this command would overwrite.
+    #[error("{path} already holds {what}: {hint}")]
+    RunExists {
+        /// The run directory.
+        path: String,
+        /// What is there.
+        what: String,
+        /// How to proceed.
+        hint: String,
+    },
+    /// An input would not fit in memory.
+    #[error("{what} needs about {needed_mib} MiB, more than the {limit_mib} MiB allowed: {hint}")]
+    TooLarge {
+        /// What was sized.
+        what: String,
+        /// The estimate.
+        needed_mib: u64,
+        /// The limit.
+        limit_mib: u64,
+        /// Which setting to lower.
+        hint: String,
+    },
+    /// A data worker thread died.
+    #[error("a data worker stopped before producing the batch of step {step}")]
+    WorkerStopped {
+        /// The step whose batch never came.
+        step: u64,
+    },
     /// Reading or writing a file failed.
     #[error("i/o error on `{path}`: {source}")]
     Io {
@@ -59,11 +92,8 @@ pub enum TrainError {
 /// Result alias for `mask-train`.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-pub(crate) fn invalid(
-    field: &'static str,
-    value: impl ToString,
-    expected: impl ToString,
-) -> TrainError {
+/// An [`TrainError::InvalidConfig`].
+pub fn invalid(field: &'static str, value: impl ToString, expected: impl ToString) -> TrainError {
     TrainError::InvalidConfig {
         field,
         value: value.to_string(),
@@ -71,7 +101,8 @@ pub(crate) fn invalid(
     }
 }
 
-pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+/// Maps an I/O error on `path` into a [`TrainError::Io`].
+pub fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.display().to_string(),
         source,

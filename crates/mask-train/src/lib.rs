@@ -1,29 +1,43 @@
 //! # mask-train
 //!
-//! Training Transformers with dynamic masking: embedded real data, a WordPiece tokenizer (HF
-//! `tokenizers`), a `(seed, step)`-addressed data pipeline with prefetching workers, the MLM
-//! learner loop (AdamW, warm-up + decay, global-norm clipping, fixed-mask evaluation, exact
-//! resume), fine-tuning and metrics; a BERT4Rec sequential-recommendation study ([`recsys`]);
-//! masked image modelling (ViT-MAE with static or dynamic patch masking on embedded
-//! Fashion-MNIST, linear probe) in [`vision`].
+//! The training engine of dynmask: one [`Learner`] that runs any [`TrainTask`], and the
+//! built-in tasks, one file each under [`tasks`].
+//!
+//! - [`TrainTask`]: a model, host batches (a pure function of `(seed, step)`, prefetched when
+//!   the task is not adaptive), the loss with per-item losses, feedback to adaptive masking
+//!   policies, held-out metrics and extra checkpoint state.
+//! - [`Learner`]: AdamW with weight decay, one learning-rate schedule vocabulary
+//!   ([`TrainConfig`]), global-norm clipping, a non-finite guard, per-step dropout reseeding,
+//!   prefetching workers, evaluation with early stopping, atomic checkpoints with exact resume,
+//!   and [`LearnerEvent`]s. It never prints.
+//! - [`run`]: one directory per run (checkpoints, JSONL log, resolved config, result), pruned
+//!   and resumed without touching other runs.
+//! - [`metrics`]: masked-LM, classification and ranking metrics.
+//!
+//! Data (corpora, tokenizer, images, MovieLens) lives in `mask-data`; the studies and the
+//! `dynmask` CLI live in the root package.
 
-pub mod data;
+pub mod config;
 pub mod error;
-pub mod experiment;
-pub mod finetune;
+pub mod events;
+pub mod learner;
 pub mod metrics;
-pub mod pipeline;
-pub mod plot;
-pub mod progress;
-pub mod recsys;
+pub mod run;
 pub mod schedule;
-pub mod tokenizer;
-pub mod trainer;
-pub mod vision;
+pub mod task;
+pub mod tasks;
 
+pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics};
-pub use pipeline::{BatchSchedule, Prefetcher, TrainBatch};
+pub use events::{EvalRecord, LearnerEvent, StepRecord, StepTiming};
+pub use learner::{
+    dropout_seed, load_model, CheckpointPolicy, EarlyStopping, Learner, LearnerState,
+    ResumeOptions, SessionTiming,
+};
+pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics, RankMetrics};
+pub use run::{JsonlLog, RunDir};
 pub use schedule::Decay;
-pub use tokenizer::{Encoded, TextTokenizer};
-pub use trainer::{EvalRecord, EvalSet, Event, MlmTrainer, StepRecord, TrainConfig};
+pub use task::{BatchInfo, Metrics, TaskOutput, TrainTask};
+
+pub use mask_data;
+pub use mask_model;

@@ -1,6 +1,6 @@
 //! Evaluation metrics: masked-LM loss, accuracy and perplexity averaged over *masked positions
-//! only*, and classification accuracy, per-class and macro precision / recall / F1 with the
-//! confusion matrix.
+//! only*; classification accuracy, per-class and macro precision / recall / F1 with the
+//! confusion matrix; ranking metrics (HR@k, NDCG@k) with exact tie averaging.
 //!
 //! Conventions (as scikit-learn's `zero_division=0`): a class never predicted has precision 0, a
 //! class absent from the labels has recall 0, and F1 is 0 when precision + recall is 0. Macro
@@ -170,6 +170,66 @@ impl ConfusionMatrix {
     }
 }
 
+/// Rank counts of a target score among negative scores: `(higher, tied)`. A non-finite target
+/// ranks below every negative (a model that outputs NaN must not score a hit), and a NaN
+/// negative counts as higher than the target.
+pub fn rank_counts(target: f32, negatives: &[f32]) -> (usize, usize) {
+    if target.is_nan() {
+        return (negatives.len(), 0);
+    }
+    let higher = negatives
+        .iter()
+        .filter(|&&s| s.is_nan() || s > target)
+        .count();
+    let tied = negatives.iter().filter(|&&s| s == target).count();
+    (higher, tied)
+}
+
+/// `(HR@k, NDCG@k)` of a target with `higher` negatives scoring above it and `tied` equal,
+/// averaged over the `tied + 1` equally likely ranks `higher..=higher + tied`.
+pub fn hit_ndcg_at(k: usize, higher: usize, tied: usize) -> (f64, f64) {
+    let (mut hit, mut ndcg) = (0.0, 0.0);
+    for rank in higher..=higher + tied {
+        if rank < k {
+            hit += 1.0;
+            ndcg += 1.0 / ((rank + 2) as f64).log2();
+        }
+    }
+    let orders = (tied + 1) as f64;
+    (hit / orders, ndcg / orders)
+}
+
+/// Mean HR@k and NDCG@k over users.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankMetrics {
+    /// Hit ratio at k.
+    pub hr: f64,
+    /// Normalised discounted cumulative gain at k.
+    pub ndcg: f64,
+    /// Users evaluated.
+    pub users: usize,
+}
+
+/// HR@k and NDCG@k from per-user scores `[target, negatives...]`; `None` when a row is empty
+/// (it has no target to rank).
+pub fn rank_metrics(k: usize, scores: &[Vec<f32>]) -> Option<RankMetrics> {
+    let (mut hr, mut ndcg) = (0.0, 0.0);
+    for s in scores {
+        let (target, negatives) = s.split_first()?;
+        let (higher, tied) = rank_counts(*target, negatives);
+        let (h, n) = hit_ndcg_at(k, higher, tied);
+        hr += h;
+        ndcg += n;
+    }
+    let users = scores.len();
+    let d = users.max(1) as f64;
+    Some(RankMetrics {
+        hr: hr / d,
+        ndcg: ndcg / d,
+        users,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +326,36 @@ mod tests {
         assert!(close(m.mlm_acc(), 2.0 / 3.0));
         assert!(close(m.perplexity(), 2f64.exp()));
         assert!(MlmMetrics::default().mlm_loss().is_nan());
+    }
+
+    /// Regression (tests issue): a NaN target counted nothing above or tied, so a model that
+    /// outputs NaN got HR@10 = NDCG@10 = 1; an empty candidate row panicked.
+    #[test]
+    fn nan_scores_never_hit_and_empty_rows_are_refused() {
+        assert_eq!(rank_counts(f32::NAN, &[0.1, 0.2, 0.3]), (3, 0));
+        assert_eq!(rank_counts(0.5, &[f32::NAN, 0.1, 0.5, 0.9]), (2, 1));
+        let m = rank_metrics(10, &[vec![f32::NAN, 0.0, 0.0]]).unwrap();
+        assert_eq!(
+            (m.hr, m.ndcg),
+            (1.0, 0.5),
+            "ranked last of 3: still inside k = 10"
+        );
+        let m = rank_metrics(2, &[vec![f32::NAN, 0.0, 0.0]]).unwrap();
+        assert_eq!((m.hr, m.ndcg), (0.0, 0.0), "ranked 3rd: outside k = 2");
+        assert!(rank_metrics(10, &[vec![0.5], vec![]]).is_none());
+    }
+
+    #[test]
+    fn hit_and_ndcg_by_hand_with_ties() {
+        // Rank 0: hit 1, NDCG 1/log2(2) = 1.
+        assert_eq!(hit_ndcg_at(10, 0, 0), (1.0, 1.0));
+        // 9 higher: rank 9 < 10, NDCG 1/log2(11).
+        let (h, n) = hit_ndcg_at(10, 9, 0);
+        assert!(h == 1.0 && (n - 1.0 / 11f64.log2()).abs() < 1e-15);
+        // 9 higher and 1 tie: ranks 9 and 10 equally likely: HR 1/2, NDCG (1/log2 11)/2.
+        let (h, n) = hit_ndcg_at(10, 9, 1);
+        assert!(h == 0.5 && (n - 0.5 / 11f64.log2()).abs() < 1e-15);
+        let m = rank_metrics(1, &[vec![1.0, 0.0], vec![0.0, 1.0]]).unwrap();
+        assert_eq!((m.hr, m.users), (0.5, 2));
     }
 }

@@ -12,10 +12,11 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 /// Shape of the learning rate after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Decay {
     /// Linear to `min_lr_ratio * lr` at the last step (BERT).
+    #[default]
     Linear,
     /// Half-cosine to `min_lr_ratio * lr` at the last step.
     Cosine,
@@ -84,7 +85,31 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         .map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
 }
 
-/// Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`; returns
+/// Multiplies every gradient of `model`'s parameters by `factor`.
+pub fn scale_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
+    let mut s = Scale::<B> {
+        grads,
+        factor,
+        _b: std::marker::PhantomData,
+    };
+    model.visit(&mut s);
+}
+
+/// The factor that clips a global norm `norm` to `max_norm` (as
+/// `torch.nn.utils.clip_grad_norm_`: `max_norm / (norm + 1e-6)` when `norm > max_norm`, else 1).
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    if norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+/// Scales all gradients by [`clip_factor`] when their global norm exceeds `max_norm`; returns
 /// the norm before clipping.
 pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
@@ -92,13 +117,9 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     max_norm: f64,
 ) -> f64 {
     let norm = global_grad_norm::<B, M>(model, grads);
-    if norm > max_norm && norm.is_finite() {
-        let mut s = Scale::<B> {
-            grads,
-            factor: max_norm / (norm + 1e-6),
-            _b: std::marker::PhantomData,
-        };
-        model.visit(&mut s);
+    let factor = clip_factor(norm, max_norm);
+    if factor != 1.0 && norm.is_finite() {
+        scale_gradients::<B, M>(model, grads, factor);
     }
     norm
 }
@@ -120,5 +141,59 @@ mod tests {
         assert!((mid - 5e-4).abs() < 2e-5, "{mid}");
         assert_eq!(lr_at(70, steps, lr, warm, Decay::Constant, 0.0), lr);
         assert!(lr_at(5, 10, lr, 0, Decay::Linear, 0.0) > 0.0);
+    }
+
+    /// Regression (tests issue): clipping and the global norm, used by every config, had no
+    /// test. A linear layer y = w . x + b with w = (1, 2), b = 0.5 at x = (3, 4) and loss = y
+    /// has gradients dL/dw = x = (3, 4) and dL/db = 1: global norm sqrt(26).
+    #[test]
+    fn global_norm_and_clipping_by_hand() {
+        use burn::backend::{Autodiff, NdArray};
+        use burn::module::Param;
+        use burn::nn::{Linear, LinearConfig};
+        type B = Autodiff<NdArray<f32>>;
+        let device = Default::default();
+        let mut lin: Linear<B> = LinearConfig::new(2, 1).init(&device);
+        lin.weight = Param::from_tensor(Tensor::from_data([[1.0f32], [2.0]], &device));
+        lin.bias = Some(Param::from_tensor(Tensor::from_data([0.5f32], &device)));
+        let grads_of = |lin: &Linear<B>| {
+            let x = Tensor::<B, 2>::from_data([[3.0f32, 4.0]], &device);
+            let y = lin.forward(x).sum();
+            assert_eq!(y.clone().into_scalar(), 11.5);
+            GradientsParams::from_grads(y.backward(), lin)
+        };
+        let grads = grads_of(&lin);
+        let norm = global_grad_norm::<B, _>(&lin, &grads);
+        assert!((norm - 26f64.sqrt()).abs() < 1e-6, "{norm}");
+
+        // Above the bound: every gradient scaled by 1 / (sqrt 26 + 1e-6), so the norm becomes 1.
+        let mut clipped = grads_of(&lin);
+        let before = clip_global_norm::<B, _>(&lin, &mut clipped, 1.0);
+        assert!((before - 26f64.sqrt()).abs() < 1e-6);
+        assert!((global_grad_norm::<B, _>(&lin, &clipped) - 1.0).abs() < 1e-5);
+        let w: Vec<f32> = clipped
+            .get::<NdArray<f32>, 2>(lin.weight.id)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let k = 1.0 / (26f32.sqrt() + 1e-6);
+        assert!(
+            (w[0] - 3.0 * k).abs() < 1e-6 && (w[1] - 4.0 * k).abs() < 1e-6,
+            "{w:?}"
+        );
+
+        // Below the bound: untouched.
+        let mut kept = grads_of(&lin);
+        clip_global_norm::<B, _>(&lin, &mut kept, 10.0);
+        let b: Vec<f32> = kept
+            .get::<NdArray<f32>, 1>(lin.bias.as_ref().unwrap().id)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(b, vec![1.0]);
+        assert_eq!(clip_factor(0.5, 1.0), 1.0);
+        assert_eq!(clip_factor(3.0, 1.0), 1.0 / (3.0 + 1e-6));
     }
 }

@@ -1,0 +1,651 @@
+//! The one training engine: [`Learner`] runs any [`TrainTask`] with AdamW, one learning-rate
+//! schedule vocabulary, global-norm clipping, a non-finite guard, per-step dropout reseeding,
+//! prefetching workers, periodic evaluation with early stopping, atomic checkpoints with exact
+//! resume, and events.
+//!
+//! Why our own loop and not burn-train's `Learner`: each step's batch must come from a
+//! `(seed, step)`-addressed task so that a resumed run sees the same masks; dropout must be
+//! reseeded per step so that it reproduces the same losses; adaptive masking policies need the
+//! per-item losses back; and the checkpoint must hold the policy's state beside the optimizer.
+//! burn-train's learner owns its data loader, RNG and checkpoint format, so none of these fit.
+//!
+//! A checkpoint is a `mask_model` [`Container`] with the sections `learner.kind`,
+//! `learner.settings`, `learner.config`, `learner.bindings`, `learner.state`, `model`,
+//! `optimizer`, and the task's own (e.g. `masking.state`).
+
+mod prefetch;
+mod strategy;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use mask_model::checkpoint::{first_difference, load_record_bytes, record_bytes, Container};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub use strategy::{CheckpointPolicy, EarlyStopping};
+
+use crate::config::TrainConfig;
+use crate::error::{invalid, Result, TrainError};
+use crate::events::{EvalRecord, LearnerEvent, StepRecord, StepTiming};
+use crate::run::{JsonlLog, RunDir};
+use crate::schedule::{clip_factor, global_grad_norm, scale_gradients};
+use crate::task::{Metrics, TrainTask};
+use prefetch::Prefetcher;
+
+const KIND: &str = "learner.kind";
+const SETTINGS: &str = "learner.settings";
+const CONFIG: &str = "learner.config";
+const BINDINGS: &str = "learner.bindings";
+const STATE: &str = "learner.state";
+const MODEL: &str = "model";
+const OPTIMIZER: &str = "optimizer";
+
+/// The dropout seed of `step` of a run seeded `seed` (the one formula every task uses).
+pub fn dropout_seed(seed: u64, step: u64) -> u64 {
+    mask_core::mix64(seed ^ 0xd50f_a11c_e5ee_d000 ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Progress of a run: what a checkpoint restores besides model and optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "M: serde::de::DeserializeOwned"))]
+pub struct LearnerState<M> {
+    /// Steps done.
+    pub step: u64,
+    /// Every step so far.
+    pub history: Vec<StepRecord>,
+    /// Every evaluation so far.
+    pub evals: Vec<EvalRecord<M>>,
+    /// Early-stopping bookkeeping.
+    pub early: EarlyStopping,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+impl<M> Default for LearnerState<M> {
+    fn default() -> Self {
+        Self {
+            step: 0,
+            history: vec![],
+            evals: vec![],
+            early: EarlyStopping::default(),
+            stopped_early: false,
+        }
+    }
+}
+
+/// Wall-clock totals of a session (not part of any results file).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct SessionTiming {
+    /// Steps run in this session.
+    pub steps: u64,
+    /// Seconds the training thread waited for host batches.
+    pub wait_s: f64,
+    /// Seconds spent making host batches (workers' wall time, or the training thread's).
+    pub make_s: f64,
+    /// Seconds of forward, backward and optimizer steps.
+    pub compute_s: f64,
+    /// Seconds of evaluation.
+    pub eval_s: f64,
+    /// Seconds of checkpoint writing.
+    pub checkpoint_s: f64,
+}
+
+struct Attached {
+    dir: RunDir,
+    log: JsonlLog,
+    policy: CheckpointPolicy,
+}
+
+/// Options of [`Learner::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResumeOptions {
+    /// Accept a checkpoint whose `steps` differs, to extend (or shorten) a run: the schedule of
+    /// the remaining steps follows the new `steps` (with linear or cosine decay the learning
+    /// rate jumps back up; say so when you report such a run).
+    pub allow_extend: bool,
+}
+
+/// A model, its optimizer, its task and the state that makes the run resumable.
+pub struct Learner<B: AutodiffBackend, T: TrainTask<B>> {
+    task: T,
+    model: T::Model,
+    optim: OptimizerAdaptor<AdamW, T::Model, B>,
+    config: TrainConfig,
+    state: LearnerState<T::Metrics>,
+    device: B::Device,
+    run: Option<Attached>,
+}
+
+fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
+    c: &TrainConfig,
+) -> OptimizerAdaptor<AdamW, M, B> {
+    AdamWConfig::new()
+        .with_beta_1(c.beta_1 as f32)
+        .with_beta_2(c.beta_2 as f32)
+        .with_epsilon(c.epsilon as f32)
+        .with_weight_decay(c.weight_decay as f32)
+        .init::<B, M>()
+}
+
+fn resume_err(path: &str, reason: impl Into<String>) -> TrainError {
+    TrainError::Resume {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn json_section(c: &Container, name: &str, path: &str) -> Result<Value> {
+    serde_json::from_slice(c.require(name, path)?)
+        .map_err(|e| resume_err(path, format!("section `{name}` is malformed: {e}")))
+}
+
+/// Checks that a checkpoint was written by this task kind, on this data, with these settings
+/// (`settings_key`: all of them, or only the `"model"` entry when just the model is loaded).
+fn check_identity<B: AutodiffBackend, T: TrainTask<B>>(
+    c: &Container,
+    task: &T,
+    path: &str,
+    model_only: bool,
+) -> Result<()> {
+    let kind = String::from_utf8_lossy(c.require(KIND, path)?).into_owned();
+    if kind != task.kind() {
+        return Err(resume_err(
+            path,
+            format!(
+                "it was written by a `{kind}` task, this run is `{}`",
+                task.kind()
+            ),
+        ));
+    }
+    let stored = json_section(c, BINDINGS, path)?;
+    for (name, digest) in task.bindings() {
+        match stored.get(&name).and_then(Value::as_str) {
+            Some(d) if d == digest => {}
+            Some(d) => {
+                return Err(resume_err(
+                    path,
+                    format!("its {name} is {d}, this run's is {digest}: the ids would not match"),
+                ))
+            }
+            None => return Err(resume_err(path, format!("it records no {name} digest"))),
+        }
+    }
+    let stored = json_section(c, SETTINGS, path)?;
+    let expected = task.settings();
+    let (found, expected) = if model_only {
+        (stored["model"].clone(), expected["model"].clone())
+    } else {
+        (stored, expected)
+    };
+    if let Some((field, f, e)) = first_difference("", &found, &expected) {
+        return Err(resume_err(
+            path,
+            format!("`{field}` is {f} in the checkpoint but {e} in this run"),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads only the model of a checkpoint written by a [`Learner`] of `task`'s kind, refusing
+/// another kind, another model config or other data (tokenizer, documents): for evaluation and
+/// fine-tuning, whatever masking policy trained it.
+pub fn load_model<B: AutodiffBackend, T: TrainTask<B>>(
+    task: &T,
+    path: &Path,
+    device: &B::Device,
+) -> Result<T::Model> {
+    let name = path.display().to_string();
+    let c = Container::read(path)?;
+    check_identity::<B, T>(&c, task, &name, true)?;
+    let model = task.init_model(device)?;
+    Ok(load_record_bytes(
+        model,
+        c.require(MODEL, &name)?,
+        &name,
+        device,
+    )?)
+}
+
+impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
+    /// A fresh run: validates the settings, seeds the backend with `config.seed` and builds the
+    /// task's model.
+    pub fn new(task: T, config: TrainConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        check_batch(&task, &config)?;
+        B::seed(device, config.seed);
+        let model = task.init_model(device)?;
+        Ok(Self {
+            optim: adamw::<B, T::Model>(&config),
+            task,
+            model,
+            config,
+            state: LearnerState::default(),
+            device: device.clone(),
+            run: None,
+        })
+    }
+
+    /// Resumes a run saved by [`save`](Self::save), refusing a checkpoint of another task kind,
+    /// other data (tokenizer digest, ...), other task settings or another training config
+    /// (the first differing field is named).
+    pub fn resume(
+        mut task: T,
+        config: TrainConfig,
+        path: &Path,
+        options: ResumeOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        check_batch(&task, &config)?;
+        let name = path.display().to_string();
+        let c = Container::read(path)?;
+        check_identity::<B, T>(&c, &task, &name, false)?;
+        let stored: TrainConfig = serde_json::from_value(json_section(&c, CONFIG, &name)?)
+            .map_err(|e| resume_err(&name, format!("section `{CONFIG}` is malformed: {e}")))?;
+        let (found, expected) = (
+            stored.resume_key(options.allow_extend),
+            config.resume_key(options.allow_extend),
+        );
+        if let Some((field, f, e)) = first_difference("train", &found, &expected) {
+            let hint = if field == "train.steps" {
+                " (to extend a finished run, resume with --extend)"
+            } else {
+                ""
+            };
+            return Err(resume_err(
+                &name,
+                format!("`{field}` is {f} in the checkpoint but {e} in this run{hint}"),
+            ));
+        }
+        let mut state: LearnerState<T::Metrics> = serde_json::from_slice(c.require(STATE, &name)?)
+            .map_err(|e| resume_err(&name, format!("training state is malformed: {e}")))?;
+        if state.step > config.steps {
+            return Err(resume_err(
+                &name,
+                format!(
+                    "it is {} steps in, past this run's `steps` = {}",
+                    state.step, config.steps
+                ),
+            ));
+        }
+        if options.allow_extend && stored.steps != config.steps {
+            state.stopped_early = false;
+        }
+        B::seed(device, config.seed);
+        let model = load_record_bytes(
+            task.init_model(device)?,
+            c.require(MODEL, &name)?,
+            &name,
+            device,
+        )?;
+        let record = Recorder::<B>::load(
+            &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+            c.require(OPTIMIZER, &name)?.to_vec(),
+            device,
+        )
+        .map_err(|e| resume_err(&name, format!("cannot decode the optimizer state: {e}")))?;
+        let optim = adamw::<B, T::Model>(&config).load_record(record);
+        task.load_state_sections(&|s| c.get(s).map(<[u8]>::to_vec), &name)?;
+        Ok(Self {
+            task,
+            model,
+            optim,
+            config,
+            state,
+            device: device.clone(),
+            run: None,
+        })
+    }
+
+    /// Attaches a run directory: its log receives every event, checkpoints go to its
+    /// `checkpoints/` under `policy`, and `config.json` records the resolved settings. A fresh
+    /// learner needs an empty directory; a resumed one cuts the directory's log back to its step.
+    pub fn attach(mut self, dir: RunDir, policy: CheckpointPolicy) -> Result<Self> {
+        let policy = CheckpointPolicy::new(policy.every, policy.keep_last)?;
+        let log = if self.state.step == 0 {
+            dir.ensure_empty()?;
+            JsonlLog::create(&dir.log_path())?
+        } else {
+            JsonlLog::resume(&dir.log_path(), self.state.step)?
+        };
+        dir.write_config(&self.resolved_config())?;
+        self.run = Some(Attached { dir, log, policy });
+        Ok(self)
+    }
+
+    /// Task kind, training config, task settings and data bindings, as `config.json` holds them.
+    pub fn resolved_config(&self) -> Value {
+        let bindings: serde_json::Map<String, Value> = self
+            .task
+            .bindings()
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        json!({
+            "kind": self.task.kind(),
+            "train": self.config,
+            "settings": self.task.settings(),
+            "bindings": bindings,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &T::Model {
+        &self.model
+    }
+
+    /// The model, consuming the learner.
+    pub fn into_model(self) -> T::Model {
+        self.model
+    }
+
+    /// The task.
+    pub fn task(&self) -> &T {
+        &self.task
+    }
+
+    /// The training config.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Progress: steps, history, evaluations.
+    pub fn state(&self) -> &LearnerState<T::Metrics> {
+        &self.state
+    }
+
+    /// Steps done.
+    pub fn step_count(&self) -> u64 {
+        self.state.step
+    }
+
+    /// The attached run directory, if any.
+    pub fn run_dir(&self) -> Option<&RunDir> {
+        self.run.as_ref().map(|r| &r.dir)
+    }
+
+    /// One optimizer step on `batch`: the only place any model of this workspace is updated.
+    /// A non-finite loss or gradient norm is an error before anything is updated.
+    pub fn step(&mut self, batch: &T::Batch) -> Result<StepRecord> {
+        let step = self.state.step;
+        B::seed(&self.device, dropout_seed(self.config.seed, step));
+        let info = self.task.describe(batch);
+        let lr = self.config.lr_at(step);
+        let (loss, grad_norm) = match self.task.forward(&self.model, batch, &self.device)? {
+            None => (0.0, 0.0),
+            Some(out) => {
+                let loss = out.loss.clone().into_scalar().elem::<f64>();
+                if !loss.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        what: "loss".into(),
+                        step,
+                        value: loss,
+                    });
+                }
+                if self.task.is_adaptive() {
+                    if let Some(per_item) = out.per_item {
+                        let losses: Vec<f32> = per_item
+                            .into_data()
+                            .convert::<f32>()
+                            .to_vec()
+                            .map_err(|e| invalid("per_item", format!("{e:?}"), "f32 losses"))?;
+                        self.task.observe(batch, &losses)?;
+                    }
+                }
+                let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.model);
+                let norm = global_grad_norm::<B, T::Model>(&self.model, &grads);
+                if !norm.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        what: "gradient norm".into(),
+                        step,
+                        value: norm,
+                    });
+                }
+                if let Some(max) = self.config.grad_clip {
+                    let factor = clip_factor(norm, max);
+                    if factor != 1.0 {
+                        scale_gradients::<B, T::Model>(&self.model, &mut grads, factor);
+                    }
+                }
+                self.model = self.optim.step(lr, self.model.clone(), grads);
+                (loss, norm)
+            }
+        };
+        let record = StepRecord {
+            step,
+            epoch: info.epoch,
+            loss,
+            lr,
+            grad_norm,
+            items: info.items,
+            tokens: info.tokens,
+            digest: info.digest,
+        };
+        self.state.step += 1;
+        self.state.history.push(record.clone());
+        Ok(record)
+    }
+
+    /// Held-out metrics of the current model; a non-finite value is an error naming it.
+    pub fn evaluate(&self) -> Result<T::Metrics> {
+        let m = self.task.evaluate(&self.model.valid(), &self.device)?;
+        if let Some((what, value)) = m.values().into_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(TrainError::NonFinite {
+                what: what.to_string(),
+                step: self.state.step,
+                value,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Runs to `config.steps` (or early stop).
+    pub fn fit(
+        &mut self,
+        on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>),
+    ) -> Result<SessionTiming> {
+        self.fit_until(self.config.steps, on_event)
+    }
+
+    /// Runs to step `until` (at most `config.steps`): a session of a longer run that a later
+    /// session continues (in this process, or after a checkpoint and [`resume`](Self::resume)).
+    /// With a run directory attached, a checkpoint is written every `policy.every` steps and
+    /// at the end of the session.
+    pub fn fit_until(
+        &mut self,
+        until: u64,
+        on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>),
+    ) -> Result<SessionTiming> {
+        let until = until.min(self.config.steps);
+        let mut timing = SessionTiming::default();
+        let kind = self.task.kind();
+        on_event(&LearnerEvent::Started {
+            kind,
+            step: self.state.step,
+            steps: self.config.steps,
+        });
+        let (seed, batch_size) = (self.config.seed, self.config.batch_size);
+        // An adaptive task's batch at step s depends on the losses of steps < s: it is made
+        // here, in step order, after the previous step's feedback. Other tasks' batches are
+        // prefetched by workers, each on its own clone of the task.
+        let mut prefetch =
+            (!self.task.is_adaptive() && !self.state.stopped_early && self.state.step < until)
+                .then(|| {
+                    let mut task = self.task.clone();
+                    Prefetcher::spawn(
+                        move |step| task.batch(seed, step, batch_size),
+                        self.state.step,
+                        until,
+                        self.config.workers,
+                        self.config.prefetch,
+                    )
+                });
+        while self.state.step < until && !self.state.stopped_early {
+            let t = Instant::now();
+            let (batch, make_s) = match prefetch.as_mut() {
+                Some(p) => p.next_batch().unwrap_or((
+                    Err(TrainError::WorkerStopped {
+                        step: self.state.step,
+                    }),
+                    0.0,
+                )),
+                None => {
+                    let b = self.task.batch(seed, self.state.step, batch_size);
+                    (b, t.elapsed().as_secs_f64())
+                }
+            };
+            let batch = batch?;
+            let wait_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let record = self.step(&batch)?;
+            drop(batch);
+            let step_timing = StepTiming {
+                wait_s,
+                make_s,
+                compute_s: t.elapsed().as_secs_f64(),
+            };
+            timing.steps += 1;
+            timing.wait_s += wait_s;
+            timing.make_s += make_s;
+            timing.compute_s += step_timing.compute_s;
+            self.log(json!({
+                "event": "step", "done": self.state.step, "record": record, "timing": step_timing
+            }))?;
+            on_event(&LearnerEvent::Step {
+                record: &record,
+                timing: step_timing,
+            });
+            let done = self.state.step;
+            let every = self.config.eval_every;
+            if (every > 0 && done.is_multiple_of(every)) || done == self.config.steps {
+                let t = Instant::now();
+                self.eval_now(on_event)?;
+                timing.eval_s += t.elapsed().as_secs_f64();
+            }
+            let due = self
+                .run
+                .as_ref()
+                .is_some_and(|r| done.is_multiple_of(r.policy.every));
+            if due || done == until || self.state.stopped_early {
+                let t = Instant::now();
+                self.checkpoint(on_event)?;
+                timing.checkpoint_s += t.elapsed().as_secs_f64();
+            }
+        }
+        drop(prefetch);
+        if self.state.stopped_early {
+            let best = self.state.early.best.unwrap_or(f64::INFINITY);
+            on_event(&LearnerEvent::EarlyStop {
+                step: self.state.step,
+                best,
+            });
+        }
+        on_event(&LearnerEvent::Finished {
+            step: self.state.step,
+        });
+        Ok(timing)
+    }
+
+    fn eval_now(&mut self, on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>)) -> Result<()> {
+        let metrics = self.evaluate()?;
+        let record = EvalRecord {
+            step: self.state.step,
+            score: metrics.score(),
+            metrics,
+        };
+        if self
+            .state
+            .early
+            .update(record.score, self.config.early_stopping_patience)
+        {
+            self.state.stopped_early = true;
+        }
+        self.state.evals.push(record.clone());
+        self.log(json!({"event": "eval", "done": self.state.step, "record": record}))?;
+        on_event(&LearnerEvent::Eval(&record));
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>),
+    ) -> Result<()> {
+        let Some(path) = self
+            .run
+            .as_ref()
+            .map(|r| r.dir.checkpoint_path(self.state.step))
+        else {
+            return Ok(());
+        };
+        self.save(&path)?;
+        let run = self.run.as_ref().expect("attached");
+        run.dir.prune(run.policy.keep_last)?;
+        self.log(json!({
+            "event": "checkpoint", "done": self.state.step, "path": path.display().to_string()
+        }))?;
+        on_event(&LearnerEvent::Checkpoint {
+            step: self.state.step,
+            path: &path,
+        });
+        Ok(())
+    }
+
+    fn log(&mut self, value: Value) -> Result<()> {
+        match self.run.as_mut() {
+            Some(r) => r.log.write(&value),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes model, optimizer, learner state and task state to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let name = path.display().to_string();
+        let mut c = Container::new();
+        c.insert(KIND, self.task.kind().as_bytes().to_vec());
+        let to_vec = |v: &Value| serde_json::to_vec(v).expect("JSON serialises");
+        c.insert(SETTINGS, to_vec(&self.task.settings()));
+        c.insert(
+            CONFIG,
+            to_vec(&serde_json::to_value(&self.config).expect("serialises")),
+        );
+        c.insert(BINDINGS, to_vec(&self.resolved_config()["bindings"]));
+        c.insert(
+            STATE,
+            serde_json::to_vec(&self.state)
+                .map_err(|e| resume_err(&name, format!("cannot serialise the state: {e}")))?,
+        );
+        mask_model::materialize(&self.model);
+        c.insert(MODEL, record_bytes(self.model.clone())?);
+        let optim = Recorder::<B>::record(
+            &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+            self.optim.to_record(),
+            (),
+        )
+        .map_err(|e| resume_err(&name, format!("cannot record the optimizer: {e}")))?;
+        c.insert(OPTIMIZER, optim);
+        for (section, bytes) in self.task.state_sections() {
+            c.insert(&section, bytes);
+        }
+        c.write(path)?;
+        Ok(())
+    }
+}
+
+fn check_batch<B: AutodiffBackend, T: TrainTask<B>>(task: &T, config: &TrainConfig) -> Result<()> {
+    let n = task.num_examples();
+    if config.batch_size > n {
+        return Err(invalid(
+            "batch_size",
+            config.batch_size,
+            format!("at most the {n} training examples"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! [`TrainTask`]: what a training objective supplies to the [`Learner`](crate::Learner), in the
+//! role of burn-train's `TrainStep` / `InferenceStep`.
+//!
+//! A task owns its data and its masking policy and knows its model; the learner owns everything
+//! tasks share (optimizer, schedule, clipping, guards, dropout seeds, prefetching, evaluation
+//! cadence, checkpoints, events). The contract that makes resume exact and prefetching safe:
+//!
+//! - [`TrainTask::batch`] is a pure function of `(seed, step, batch_size)` and, for an adaptive
+//!   task, of the losses observed before `step`. The learner calls it on clones of the task in
+//!   worker threads when the task is not adaptive, and in step order on the task itself when
+//!   it is.
+//! - Every random draw of the forward pass comes from the backend's RNG, which the learner
+//!   reseeds before each step.
+//! - [`TrainTask::settings`] captures everything else that decides the numbers; a checkpoint
+//!   whose settings differ is refused, naming the first differing field.
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// Held-out metrics of a task.
+pub trait Metrics: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static {
+    /// The value early stopping and "best so far" watch; lower is better.
+    fn score(&self) -> f64;
+    /// Every reported value with its name; the learner refuses non-finite ones.
+    fn values(&self) -> Vec<(&'static str, f64)>;
+}
+
+/// What the logs record about a host batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchInfo {
+    /// Epoch of the batch's examples.
+    pub epoch: u64,
+    /// Examples (rows) in the batch.
+    pub examples: usize,
+    /// Positions the model sees (real tokens, patches, items).
+    pub tokens: usize,
+    /// Items the loss is averaged over (masked tokens, masked patches, labelled examples).
+    pub items: usize,
+    /// A digest of the batch's inputs and targets (equal digests: identical batches).
+    pub digest: u64,
+}
+
+/// The loss of one batch.
+#[derive(Debug)]
+pub struct TaskOutput<B: Backend> {
+    /// Mean loss over the batch's items, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Loss of each item, `[N]`, in the order [`TrainTask::observe`] expects; only needed
+    /// (and read) when the task is adaptive.
+    pub per_item: Option<Tensor<B, 1>>,
+}
+
+/// A training objective: model, host batches, loss, feedback, evaluation and extra state.
+///
+/// A new task is about thirty lines: see `docs/architecture.md` for a complete example.
+pub trait TrainTask<B: AutodiffBackend>: Clone + Send + 'static {
+    /// The model trained.
+    type Model: AutodiffModule<B> + 'static;
+    /// A host-side batch (plain data, made on worker threads).
+    type Batch: Send + 'static;
+    /// Held-out metrics.
+    type Metrics: Metrics;
+
+    /// Short name of the task, stored in checkpoints (`"mlm"`, `"mae"`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Everything besides the [`TrainConfig`](crate::TrainConfig) that decides the numbers
+    /// (model config, data sizes, masking policy), as JSON: stored in checkpoints and compared
+    /// on resume.
+    fn settings(&self) -> serde_json::Value;
+
+    /// Digests of the data the run is bound to, e.g. `("tokenizer", "<sha256>")`: resume,
+    /// evaluation and fine-tuning refuse a checkpoint whose digests differ, naming both.
+    fn bindings(&self) -> Vec<(String, String)> {
+        vec![]
+    }
+
+    /// Number of training examples (the learner checks that a batch fits).
+    fn num_examples(&self) -> usize;
+
+    /// A freshly initialised model; the learner has seeded the backend with the run seed.
+    fn init_model(&self, device: &B::Device) -> Result<Self::Model>;
+
+    /// The host batch of `step` (see the module docs for the contract).
+    fn batch(&mut self, seed: u64, step: u64, batch_size: usize) -> Result<Self::Batch>;
+
+    /// What the logs record about `batch`.
+    fn describe(&self, batch: &Self::Batch) -> BatchInfo;
+
+    /// The loss of `batch` (training mode: dropout on). `None` when the batch has nothing to
+    /// learn from (no masked position): the step counts but updates nothing.
+    fn forward(
+        &self,
+        model: &Self::Model,
+        batch: &Self::Batch,
+        device: &B::Device,
+    ) -> Result<Option<TaskOutput<B>>>;
+
+    /// Whether the task learns from per-item losses ([`observe`](Self::observe)); then its
+    /// batches are made in step order, after the previous step's feedback.
+    fn is_adaptive(&self) -> bool {
+        false
+    }
+
+    /// Feeds the per-item losses of `batch` back (adaptive masking policies).
+    fn observe(&mut self, batch: &Self::Batch, per_item: &[f32]) -> Result<()> {
+        let _ = (batch, per_item);
+        Ok(())
+    }
+
+    /// Held-out metrics of `model` (inference mode, no autodiff).
+    fn evaluate(
+        &self,
+        model: &<Self::Model as AutodiffModule<B>>::InnerModule,
+        device: &B::Device,
+    ) -> Result<Self::Metrics>;
+
+    /// Extra checkpoint sections of task state (e.g. an adaptive policy's `masking.state`).
+    fn state_sections(&self) -> Vec<(String, Vec<u8>)> {
+        vec![]
+    }
+
+    /// Restores the sections written by [`state_sections`](Self::state_sections); `section`
+    /// returns a section's bytes by name. `path` names the checkpoint in errors.
+    fn load_state_sections(
+        &mut self,
+        section: &dyn Fn(&str) -> Option<Vec<u8>>,
+        path: &str,
+    ) -> Result<()> {
+        let _ = (section, path);
+        Ok(())
+    }
+}
