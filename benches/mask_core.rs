@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
         ids: &d.ids,
         special_mask: &d.special,
         word_ids: Some(&d.words),
+        tags: None,
         example_indices: &d.indices,
     };
     let vocab = VocabSpec::new(VOCAB, 103, vec![0, 100, 101, 102, 103]);
@@ -225,6 +226,7 @@ fn bench_feedback(c: &mut Criterion) {
         ids: &d.ids,
         special_mask: &d.special,
         word_ids: Some(&d.words),
+        tags: None,
         example_indices: &d.indices,
     };
     let vocab = VocabSpec::new(VOCAB, 103, vec![0, 100, 101, 102, 103]);

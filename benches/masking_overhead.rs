@@ -1,69 +1,55 @@
-//! Cost of dynamic masking inside training: the same MLM training steps (the main job's model:
-//! 2 layers, d_model 128, vocab 4096, batch 32 x <= 64, Autodiff<NdArray>) fed by (a) batches
-//! masked beforehand and held in memory, (b) the prefetching pipeline masking each batch on the
-//! fly in a worker thread. The target: (b) within 1% of (a).
+//! Cost of dynamic masking inside training: the same MLM training steps of the main job (2
+//! layers, d_model 128, vocab 4096, batch 32 x <= 64) fed by (a) batches masked beforehand and
+//! held in memory, (b) the learner's prefetching worker masking each batch on the fly. The
+//! target: (b) within 1% of (a). One generic function per backend: `ndarray/...` and
+//! `flex/...` always, `wgpu/...` when `DYNMASK_BENCH_WGPU` is set.
 //!
 //! Run: `cargo bench --bench masking_overhead`. `iter_custom` syncs the device before reading the
 //! clock; both variants run the same steps 0..n of the same run (same data, masks and dropout).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burn::backend::{Autodiff, NdArray};
-use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mask_core::{BatchMasker, MaskingConfig, VocabSpec};
-use mask_train::experiment::{StudyConfig, StudyData};
-use mask_train::pipeline::{batch_at, BatchSchedule, Prefetcher};
-use mask_train::MlmTrainer;
+use dynmask::backend::{FlexBackend, NdArrayBackend, WgpuBackend};
+use dynmask::studies::text::{TextData, TextStudy};
+use mask_train::{Learner, TrainConfig, TrainTask};
 
-type B = Autodiff<NdArray<f32>>;
 const STEPS: u64 = 8;
 
-fn overhead(c: &mut Criterion) {
-    let device = Default::default();
-    let config = StudyConfig {
+fn overhead<B: AutodiffBackend>(c: &mut Criterion, name: &str, device: B::Device) {
+    let study = TextStudy {
         out_dir: std::env::temp_dir()
             .join("dynmask-bench-overhead")
             .display()
             .to_string(),
-        ..StudyConfig::default()
+        ..TextStudy::default()
     };
-    let data = StudyData::prepare(&config).unwrap();
-    let masking = MaskingConfig::new(VocabSpec::new(
-        data.tokenizer.vocab_size() as u32,
-        data.tokenizer.mask_id,
-        data.tokenizer.special_ids(),
-    ));
-    let pad = data.tokenizer.pad_id;
-    let schedule = BatchSchedule::new(data.train_docs.len(), config.train.batch_size, 0).unwrap();
-    let mut masker = BatchMasker::new(masking.build().unwrap());
+    let data = TextData::prepare(&study, &mut |_| {}).unwrap();
+    let task = data.mlm_task(&study.arms[2]).unwrap();
+    // A long run cut to its first STEPS steps: no evaluation falls inside.
+    let config = TrainConfig {
+        steps: 512,
+        ..study.train_config(0)
+    };
     let pre: Vec<_> = (0..STEPS)
-        .map(|s| batch_at(&mut masker, &data.train_docs, &schedule, pad, s).unwrap())
+        .map(|s| TrainTask::<B>::batch(&mut task.clone(), 0, s, config.batch_size).unwrap())
         .collect();
     let tokens: usize = pre.iter().map(|b| b.lengths.iter().sum::<usize>()).sum();
 
-    let mut group = c.benchmark_group("ndarray/mlm_training_8_steps");
+    let mut group = c.benchmark_group(format!("{name}/mlm_training_8_steps"));
     group.throughput(Throughput::Elements(tokens as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
-    let fresh = || {
-        MlmTrainer::<B>::new(
-            data.model_config.clone(),
-            config.train.clone(),
-            masking.clone(),
-            &device,
-        )
-        .unwrap()
-    };
+    let fresh = || Learner::<B, _>::new(task.clone(), config.clone(), &device).unwrap();
     group.bench_function("masks_precomputed", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut t = fresh();
+                let mut l = fresh();
                 let start = Instant::now();
                 for batch in &pre {
-                    t.train_step(batch).unwrap();
+                    l.step(batch).unwrap();
                 }
                 B::sync(&device).unwrap();
                 total += start.elapsed();
@@ -75,22 +61,9 @@ fn overhead(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut t = fresh();
+                let mut l = fresh();
                 let start = Instant::now();
-                let policy = masking.build().unwrap();
-                let mut p = Prefetcher::spawn(
-                    Arc::clone(&data.train_docs),
-                    policy,
-                    schedule,
-                    pad,
-                    0,
-                    STEPS,
-                    1,
-                    4,
-                );
-                while let Some(batch) = p.next_batch() {
-                    t.train_step(&batch.unwrap()).unwrap();
-                }
+                l.fit_until(STEPS, &mut |_| {}).unwrap();
                 B::sync(&device).unwrap();
                 total += start.elapsed();
             }
@@ -100,5 +73,13 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead);
-criterion_main!(benches);
+fn benches(c: &mut Criterion) {
+    overhead::<NdArrayBackend>(c, "ndarray", Default::default());
+    overhead::<FlexBackend>(c, "flex", Default::default());
+    if std::env::var_os("DYNMASK_BENCH_WGPU").is_some() {
+        overhead::<WgpuBackend>(c, "wgpu", Default::default());
+    }
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);

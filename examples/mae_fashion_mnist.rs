@@ -1,107 +1,57 @@
 //! Masked image modelling with static vs dynamic patch masking: a small ViT-MAE pretrained on
 //! Fashion-MNIST (embedded 10k / 2k subset, or the full IDX files by path), then masked-patch
-//! reconstruction on the test images with fixed masks and a linear probe on frozen features.
-//! Writes `report.json`, `report.md` and `mae_grid.png` (original / masked / reconstructed).
+//! reconstruction on the test images with fixed masks and a linear probe on frozen features,
+//! beside a random-encoder and a raw-pixel probe. Writes `results.json`, `report.md`,
+//! `curves.svg` and `mae_grid.png` (original / masked / reconstructed). The same as
+//! `dynmask compare configs/mae_fashion_mnist.toml`.
 //!
 //! ```sh
-//! cargo run --release --example mae_fashion_mnist               # default (about 8 min on 2 cores)
+//! cargo run --release --example mae_fashion_mnist               # default
 //! cargo run --release --example mae_fashion_mnist -- --quick    # smoke version (seconds)
-//! cargo run --release --example mae_fashion_mnist -- \
-//!     --train-images train-images-idx3-ubyte.gz --train-labels train-labels-idx1-ubyte.gz \
-//!     --test-images t10k-images-idx3-ubyte.gz --test-labels t10k-labels-idx1-ubyte.gz --steps 3000
+//! cargo run --release --example mae_fashion_mnist -- --steps 3000 \
+//!     --images train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
+//!              t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 //! ```
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use burn::backend::{Autodiff, NdArray};
-use mask_train::vision::{
-    fashion_mnist_subset, mae_table, run_mae_study, ImageSet, MaeStudyConfig,
-};
+use clap::Parser;
+use dynmask::cli::{compare, Error, RunArgs};
+use dynmask::studies::{load_study, vision::VisionStudy, Study};
 
-type Backend = Autodiff<NdArray<f32>>;
-
-const USAGE: &str = "usage: mae_fashion_mnist [--quick] [--steps N] [--out-dir DIR] \
-[--train-images F --train-labels F] [--test-images F --test-labels F]";
+/// Static vs dynamic MAE on Fashion-MNIST.
+#[derive(Parser)]
+struct Args {
+    /// A vision study TOML instead of the built-in default (= configs/mae_fashion_mnist.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Full IDX files: train images, train labels, test images, test labels (gzip or raw).
+    #[arg(long, num_args = 4, value_names = ["TRAIN_IMAGES", "TRAIN_LABELS", "TEST_IMAGES", "TEST_LABELS"])]
+    images: Option<Vec<String>>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
 fn main() {
-    if let Err(e) = run() {
+    let args = Args::parse();
+    let result = (|| -> Result<(), Error> {
+        let mut study = match &args.config {
+            Some(p) => load_study(p)?,
+            None => Study::Vision(VisionStudy::default()),
+        };
+        if let (Some(files), Study::Vision(v)) = (&args.images, &mut study) {
+            v.images = Some([
+                files[0].clone(),
+                files[1].clone(),
+                files[2].clone(),
+                files[3].clone(),
+            ]);
+        }
+        println!("{}", compare(study, &args.run)?);
+        Ok(())
+    })();
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut quick, mut steps, mut out_dir) = (false, None, PathBuf::from("runs/mae"));
-    let mut paths: [Option<PathBuf>; 4] = Default::default();
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--steps" => {
-                steps = Some(
-                    value("--steps")?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--steps: {e}"))?,
-                )
-            }
-            "--out-dir" => out_dir = value("--out-dir")?.into(),
-            "--train-images" => paths[0] = Some(value("--train-images")?.into()),
-            "--train-labels" => paths[1] = Some(value("--train-labels")?.into()),
-            "--test-images" => paths[2] = Some(value("--test-images")?.into()),
-            "--test-labels" => paths[3] = Some(value("--test-labels")?.into()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
-        }
-    }
-    let (embedded_train, embedded_test) = fashion_mnist_subset()?;
-    let pick = |images: &Option<PathBuf>, labels: &Option<PathBuf>, embedded: ImageSet, what| match (
-        images, labels,
-    ) {
-        (Some(i), Some(l)) => ImageSet::from_files(i, l).map_err(|e| e.to_string()),
-        (None, None) => Ok(embedded),
-        _ => Err(format!("--{what}-images and --{what}-labels go together")),
-    };
-    let train = pick(&paths[0], &paths[1], embedded_train, "train")?;
-    let test = pick(&paths[2], &paths[3], embedded_test, "test")?;
-    let mut config = MaeStudyConfig::default();
-    if quick {
-        config = config.quick();
-    }
-    if let Some(s) = steps {
-        config.steps = s;
-    }
-    println!(
-        "ViT-MAE on Fashion-MNIST: {} train / {} test images (used: {:?} / {:?}), {} steps x {} images per arm",
-        train.len(),
-        test.len(),
-        config.train_images,
-        config.test_images,
-        config.steps,
-        config.batch_size
-    );
-    let start = Instant::now();
-    let report = run_mae_study::<Backend>(&config, &train, &test, &out_dir, &Default::default())?;
-    println!();
-    for arm in &report.arms {
-        println!(
-            "{:>14}: pretraining {:.0} s, {:.0} images/s; training loss {:.4} -> {:.4}",
-            arm.name,
-            arm.train_seconds,
-            arm.images_per_second,
-            arm.loss_curve.first().map_or(f64::NAN, |c| c.1),
-            arm.loss_curve.last().map_or(f64::NAN, |c| c.1),
-        );
-    }
-    println!("\n{}", mae_table(&report));
-    println!(
-        "{:.0} s in all; report.json, report.md and mae_grid.png in {}",
-        start.elapsed().as_secs_f64(),
-        out_dir.display()
-    );
-    Ok(())
 }

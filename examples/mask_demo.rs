@@ -138,7 +138,7 @@ fn render(tok: &StandInTokenizer, original: &[u32], ids: &[u32], labels: &[i32])
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let corpus: Vec<String> = mask_train::data::austen_paragraphs()?
+    let corpus: Vec<String> = mask_data::text::austen_paragraphs()?
         .into_iter()
         .map(|p| p.text)
         .collect();

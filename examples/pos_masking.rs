@@ -1,8 +1,8 @@
 //! Part-of-speech-weighted masking on real text.
 //!
 //! Loads the first 4,000 tagged sentences of the Brown Corpus vendored in
-//! `crates/mask-core/data/` (one token per word, each tagged with a coarse class: NOUN, VERB,
-//! ADJ, ADV, FUNC, PUNCT, OTHER; mapping documented in `crates/mask-core/tests/common/brown.rs`)
+//! `crates/mask-data/data/` (one token per word, each tagged with a coarse class: NOUN, VERB,
+//! ADJ, ADV, FUNC, PUNCT, OTHER; mapping documented in `mask_data::pos`)
 //! and masks every sentence at 10 epochs with the default uniform Bernoulli selection and with
 //! tag-weighted selection (NOUN 3, VERB 2, ADJ 2, ADV 1, FUNC 0.5, PUNCT 0.25, OTHER 1), both at
 //! 15%. For each class it prints its share of the tokens, its target weight, the expected
@@ -10,8 +10,7 @@
 //!
 //! Run: `cargo run --release --example pos_masking`
 
-#[path = "../crates/mask-core/tests/common/brown.rs"]
-mod brown;
+use mask_data::pos as brown;
 
 use std::sync::Arc;
 
@@ -28,7 +27,7 @@ const EPOCHS: u64 = 10;
 /// Per class: tokens, expected masks (sum of inclusion probabilities), realised masks.
 fn measure(
     policy: &TokenMasker,
-    enc: &brown::Encoded,
+    enc: &brown::WordLevel,
     weights: Option<&TagWeights>,
 ) -> mask_core::Result<[[f64; 3]; 7]> {
     let mut acc = [[0f64; 3]; 7];
@@ -89,9 +88,9 @@ fn print_table(title: &str, acc: &[[f64; 3]; 7], weights: Option<&[f64]>) {
     );
 }
 
-fn main() -> mask_core::Result<()> {
-    let sents = brown::sentences();
-    let enc = brown::encode(&sents);
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let sents = brown::sentences()?;
+    let enc = brown::word_level(&sents);
     let tokens: usize = sents.iter().map(|s| s.words.len()).sum();
     println!(
         "Brown Corpus subset: {} sentences, {tokens} words, vocabulary {} ids; {EPOCHS} epochs, rate {MASK_PROB}",

@@ -1,7 +1,10 @@
-//! The `dynmask` binary: clear errors for wrong paths, malformed configs, empty corpora and
-//! unknown arms; and a quick pretrain -> resume -> eval -> finetune chain through checkpoints.
+//! The `dynmask` binary end to end: clear errors for wrong paths, malformed configs, empty
+//! corpora, unknown arms, zero flags, impossible sizes and missing GPUs; a pretrain -> kill ->
+//! resume -> eval -> finetune chain through checkpoints; run directories that protect
+//! themselves; the vision and recommendation studies through `compare --quick`; reproducible
+//! results files; and `plot`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn dynmask(args: &[&str]) -> (bool, String, String) {
@@ -23,55 +26,64 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-const CONFIG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/configs/static_vs_dynamic.toml"
-);
+fn config(name: &str) -> String {
+    format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text_config() -> String {
+    config("static_vs_dynamic.toml")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A study file from the shipped text config with `from` replaced by `to`.
+fn edited(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(text_config()).unwrap();
+    assert!(text.contains(from), "{from}");
+    let p = dir.join(name);
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    p
+}
 
 #[test]
 fn bad_inputs_fail_with_clear_messages() {
     let (ok, _, err) = dynmask(&["compare", "/nonexistent/study.toml"]);
     assert!(!ok);
-    assert!(
-        err.contains("i/o error on `/nonexistent/study.toml`"),
-        "{err}"
-    );
+    assert!(err.contains("study `/nonexistent/study.toml`"), "{err}");
 
     let dir = temp_dir("bad");
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[train]\nsteps = \"many\"\n").unwrap();
-    let (ok, _, err) = dynmask(&["compare", bad.to_str().unwrap()]);
+    std::fs::write(&bad, "kind = \"text\"\n[train]\nsteps = \"many\"\n").unwrap();
+    let (ok, _, err) = dynmask(&["compare", s(&bad)]);
     assert!(!ok);
-    assert!(
-        err.contains("a valid study TOML") && err.contains("steps"),
-        "{err}"
-    );
+    assert!(err.contains("steps") && err.contains("bad.toml"), "{err}");
+    std::fs::write(&bad, "kind = \"audio\"\n").unwrap();
+    let (ok, _, err) = dynmask(&["compare", s(&bad)]);
+    assert!(!ok && err.contains("audio"), "{err}");
 
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let with_corpus = dir.join("corpus.toml");
-    let text = std::fs::read_to_string(CONFIG).unwrap().replace(
+    let with_corpus = edited(
+        &dir,
+        "corpus.toml",
         "seeds = [0]",
         &format!("seeds = [0]\ncorpus = \"{}\"", empty.display()),
     );
-    std::fs::write(&with_corpus, text).unwrap();
-    let (ok, _, err) = dynmask(&[
-        "compare",
-        with_corpus.to_str().unwrap(),
-        "--out-dir",
-        dir.join("o").to_str().unwrap(),
-    ]);
+    let out = dir.join("o");
+    let (ok, _, err) = dynmask(&["compare", s(&with_corpus), "--out-dir", s(&out)]);
     assert!(!ok);
-    assert!(err.contains("is empty (no non-blank documents)"), "{err}");
+    assert!(err.contains("is empty (no usable records)"), "{err}");
 
     let (ok, _, err) = dynmask(&[
         "pretrain",
-        CONFIG,
+        &text_config(),
         "--quick",
         "--arm",
         "sometimes",
         "--out-dir",
-        dir.join("p").to_str().unwrap(),
+        s(&dir.join("p")),
     ]);
     assert!(!ok);
     assert!(
@@ -79,35 +91,166 @@ fn bad_inputs_fail_with_clear_messages() {
         "{err}"
     );
 
-    let (ok, _, err) = dynmask(&["compare", CONFIG, "--backend", "tpu"]);
+    let (ok, _, err) = dynmask(&["compare", &text_config(), "--backend", "tpu"]);
     assert!(!ok);
     assert!(err.contains("invalid value 'tpu'"), "{err}");
+
+    // Regression (run-state issue, finding 8): zero flags were silently coerced.
+    for (flag, field) in [
+        ("--checkpoint-every", "checkpoint_every"),
+        ("--keep-last", "keep_last"),
+    ] {
+        let (ok, _, err) = dynmask(&[
+            "pretrain",
+            &text_config(),
+            "--quick",
+            "--arm",
+            "dynamic",
+            flag,
+            "0",
+            "--out-dir",
+            s(&dir.join("z")),
+        ]);
+        assert!(!ok);
+        assert!(err.contains(&format!("`{field}` = 0")), "{err}");
+    }
+    let (ok, _, err) = dynmask(&["compare", &text_config(), "--seeds", "0"]);
+    assert!(!ok && err.contains("`--seeds` = 0"), "{err}");
+
+    // Regression (run-state issue, finding 8): --quick silently replaced a bad batch_size.
+    let zero_batch = edited(&dir, "zero.toml", "batch_size = 32", "batch_size = 0");
+    let (ok, _, err) = dynmask(&["compare", s(&zero_batch), "--quick"]);
+    assert!(!ok && err.contains("`batch_size` = 0"), "{err}");
+
+    // Regression (run-state issue, finding 5): [finetune] was never validated.
+    let nan_lr = edited(&dir, "nan.toml", "lr = 2e-3", "lr = nan");
+    let (ok, _, err) = dynmask(&["compare", s(&nan_lr), "--quick"]);
+    assert!(!ok && err.contains("`lr` = NaN"), "{err}");
+
+    // Regression (run-state issue, finding 6): arms whose names share a directory.
+    let twins = edited(
+        &dir,
+        "twins.toml",
+        "name = \"static k=4\"",
+        "name = \"static k_1\"",
+    );
+    let (ok, _, err) = dynmask(&["compare", s(&twins), "--quick"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`static k=1`") && err.contains("`static k_1`"),
+        "{err}"
+    );
+}
+
+/// Regression (run-state issue, finding 7): `--backend wgpu` without an adapter panicked (exit
+/// 101). A device index no machine here has stands in for a missing GPU.
+#[test]
+fn a_missing_gpu_is_a_typed_error_suggesting_a_cpu_backend() {
+    let dir = temp_dir("gpu");
+    let (ok, _, err) = dynmask(&[
+        "compare",
+        &text_config(),
+        "--quick",
+        "--backend",
+        "wgpu",
+        "--device",
+        "7",
+        "--out-dir",
+        s(&dir),
+    ]);
+    assert!(!ok);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("--backend flex") && err.contains("--device 7"),
+        "{err}"
+    );
+    let (ok, _, err) = dynmask(&["compare", &text_config(), "--device", "1"]);
+    assert!(
+        !ok && err.contains("`--device 1` is invalid for the flex backend"),
+        "{err}"
+    );
+}
+
+/// Regression (run-state issue, finding 7): `max_len = 100000` with a 1 MB document aborted on
+/// allocation at step 6. It is refused up front, with the estimate.
+#[test]
+fn an_input_too_large_for_memory_is_refused_up_front() {
+    let dir = temp_dir("big");
+    let corpus = dir.join("big.txt");
+    let para = "the quick brown fox jumps over the lazy dog and then some more words follow ";
+    let big: String = para.repeat(1_000_000 / para.len());
+    let mut text = String::new();
+    for _ in 0..40 {
+        text.push_str("a short document of several words for the held out split\n");
+    }
+    text.push_str(&big);
+    text.push('\n');
+    std::fs::write(&corpus, text).unwrap();
+    let study = edited(
+        &dir,
+        "big.toml",
+        "max_len = 64 ",
+        &format!("corpus = \"{}\"\nmax_len = 100000 ", corpus.display()),
+    );
+    let (ok, _, err) = dynmask(&[
+        "compare",
+        s(&study),
+        "--out-dir",
+        s(&dir.join("out")),
+        "--seeds",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("needs about") && err.contains("MiB") && err.contains("max_len"),
+        "{err}"
+    );
+}
+
+fn run_dir(out: &Path, arm: &str) -> PathBuf {
+    out.join(arm).join("seed-0")
+}
+
+fn step_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["record"].clone())
+        .collect()
 }
 
 #[test]
 fn pretrain_resume_eval_finetune_through_checkpoints() {
     let dir = temp_dir("chain");
-    let out = dir.join("run");
-    let out = out.to_str().unwrap();
-    let common = ["--quick", "--out-dir", out];
-    let ckpts = dir.join("run").join("checkpoints");
-
-    let mut args = vec![
-        "pretrain",
-        CONFIG,
-        "--arm",
-        "dynamic",
-        "--checkpoint-every",
-        "32",
-        "--keep-last",
-        "2",
-        "--steps",
-        "64",
-    ];
-    args.extend(common);
-    let (ok, stdout, err) = dynmask(&args);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let pretrain_steps = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut args = vec![
+            "pretrain",
+            "--quick",
+            "--arm",
+            "dynamic",
+            "--checkpoint-every",
+            "32",
+            "--keep-last",
+            "2",
+            "--steps",
+            steps,
+            "--out-dir",
+            s(out),
+        ];
+        let cfg = text_config();
+        args.insert(1, &cfg);
+        args.extend(extra);
+        dynmask(&args)
+    };
+    let pretrain = |out: &Path, extra: &[&str]| pretrain_steps(out, "64", extra);
+    // Uninterrupted.
+    let (ok, stdout, err) = pretrain(&a, &[]);
     assert!(ok, "{err}");
     assert!(stdout.contains("held-out mlm_loss"), "{stdout}");
+    let ckpts = run_dir(&a, "dynamic").join("checkpoints");
     let mut files: Vec<String> = std::fs::read_dir(&ckpts)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -115,61 +258,208 @@ fn pretrain_resume_eval_finetune_through_checkpoints() {
     files.sort();
     assert_eq!(
         files,
-        vec!["ckpt-00000032.dynmask", "ckpt-00000064.dynmask"]
+        vec!["ckpt-0000000032.dynmask", "ckpt-0000000064.dynmask"]
     );
 
-    // Resuming from step 32 of the same 64-step run continues it.
-    let resume = ckpts.join("ckpt-00000032.dynmask");
-    let mut args = vec![
-        "pretrain",
-        CONFIG,
-        "--arm",
-        "dynamic",
-        "--checkpoint-every",
-        "32",
-        "--steps",
-        "64",
-        "--resume",
-        resume.to_str().unwrap(),
-    ];
-    args.extend(common);
-    let (ok, _, err) = dynmask(&args);
-    assert!(ok, "{err}");
+    // Regression (run-state issue, finding 1): a second run over the same directory destroyed
+    // the first's checkpoints. It is refused, and the state is untouched.
+    let (ok, _, err) = pretrain(&a, &[]);
+    assert!(!ok && err.contains("checkpoints up to step 64"), "{err}");
+    assert_eq!(std::fs::read_dir(&ckpts).unwrap().count(), 2);
 
-    // A different run length is refused by name.
-    let mut args = vec![
-        "pretrain",
-        CONFIG,
-        "--arm",
-        "dynamic",
-        "--steps",
-        "80",
-        "--resume",
-        resume.to_str().unwrap(),
-    ];
-    args.extend(common);
-    let (ok, _, err) = dynmask(&args);
+    // Killed after step 40 (checkpoint at 32), then resumed: the same steps as uninterrupted.
+    let killed = Command::new(env!("CARGO_BIN_EXE_dynmask"))
+        .args([
+            "pretrain",
+            &text_config(),
+            "--quick",
+            "--arm",
+            "dynamic",
+            "--checkpoint-every",
+            "32",
+            "--steps",
+            "64",
+            "--out-dir",
+            s(&b),
+            "--quiet",
+        ])
+        .env("DYNMASK_FAULT_KILL_AFTER_STEP", "40")
+        .status()
+        .unwrap();
+    assert!(!killed.success());
+    let (ok, _, err) = pretrain(&b, &["--resume"]);
+    assert!(ok, "{err}");
+    let (ra, rb) = (
+        step_records(&run_dir(&a, "dynamic")),
+        step_records(&run_dir(&b, "dynamic")),
+    );
+    assert_eq!(ra.len(), 64);
+    assert_eq!(rb.len(), 64, "each step logged once");
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x["digest"], y["digest"]);
+        let (p, q) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!(
+            (p - q).abs() <= 1e-6 * p.abs(),
+            "step {}: {p} vs {q}",
+            x["step"]
+        );
+    }
+    let last = ckpts.join("ckpt-0000000064.dynmask");
+    let resumed_last = run_dir(&b, "dynamic").join("checkpoints/ckpt-0000000064.dynmask");
+
+    // A different run length is refused by name; --extend accepts it.
+    let (ok, _, err) = pretrain_steps(&b, "80", &["--resume", s(&resumed_last)]);
     assert!(!ok);
     assert!(
         err.contains("`train.steps` is 64 in the checkpoint but 80"),
         "{err}"
     );
+    let (ok, stdout, err) = pretrain_steps(&b, "80", &["--resume", s(&resumed_last), "--extend"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("step 80"), "{stdout}");
 
-    let last = ckpts.join("ckpt-00000064.dynmask");
-    let mut args = vec!["eval", CONFIG, "--checkpoint", last.to_str().unwrap()];
-    args.extend(common);
-    let (ok, stdout, err) = dynmask(&args);
+    let common = ["--quick", "--out-dir"];
+    let (ok, stdout, err) = dynmask(&[
+        "eval",
+        &text_config(),
+        common[0],
+        common[1],
+        s(&a),
+        "--checkpoint",
+        s(&last),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.starts_with("mlm_loss "), "{stdout}");
-
-    let mut args = vec!["finetune", CONFIG, "--checkpoint", last.to_str().unwrap()];
-    args.extend(common);
-    let (ok, stdout, err) = dynmask(&args);
+    let (ok, stdout, err) = dynmask(&[
+        "finetune",
+        &text_config(),
+        common[0],
+        common[1],
+        s(&a),
+        "--checkpoint",
+        s(&last),
+    ]);
     assert!(ok, "{err}");
     assert!(
         stdout.contains("accuracy") && stdout.contains("F1"),
         "{stdout}"
     );
+}
+
+/// Regression (run-state issue, finding 2) and the acceptance of that issue: the same seed in
+/// two fresh out_dirs gave different masks from step 0 (the tokenizer trained differently). Now
+/// the two results files are identical apart from wall-clock fields.
+#[test]
+fn the_main_job_repeats_exactly_in_fresh_directories() {
+    let dir = temp_dir("repeat");
+    let read = |out: &Path| -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        for r in v["runs"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("seconds");
+        }
+        v["study"].as_object_mut().unwrap().remove("out_dir");
+        v
+    };
+    for name in ["one", "two"] {
+        let (ok, _, err) = dynmask(&[
+            "compare",
+            &text_config(),
+            "--quick",
+            "--steps",
+            "24",
+            "--out-dir",
+            s(&dir.join(name)),
+        ]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(read(&dir.join("one")), read(&dir.join("two")));
+    let text = std::fs::read_to_string(dir.join("one/results.json")).unwrap();
+    assert!(!text.contains("null") && !text.contains("NaN"));
+    // Runs have their own directories; a second compare is refused, --resume reuses, --fresh
+    // starts over.
+    for arm in ["static-k-1", "static-k-4", "dynamic"] {
+        assert!(
+            run_dir(&dir.join("one"), arm).join("result.json").exists(),
+            "{arm}"
+        );
+    }
+    let one = dir.join("one");
+    let again = |flag: Option<&str>| {
+        let mut args = vec!["compare", "--quick", "--steps", "24", "--out-dir", s(&one)];
+        let cfg = text_config();
+        args.insert(1, &cfg);
+        args.extend(flag);
+        dynmask(&args)
+    };
+    let (ok, _, err) = again(None);
+    assert!(!ok && err.contains("--fresh"), "{err}");
+    let before = read(&one);
+    let (ok, _, err) = again(Some("--resume"));
+    assert!(ok, "{err}");
+    assert!(err.contains("result reused"), "{err}");
+    assert_eq!(read(&one), before);
+    let (ok, _, err) = again(Some("--fresh"));
+    assert!(ok, "{err}");
+    assert_eq!(read(&one), before, "a fresh rerun gives the same numbers");
+}
+
+/// The vision and recommendation studies through the CLI (the BERT4Rec one on synthetic data
+/// when MovieLens is absent), each checked against its baselines.
+#[test]
+fn vision_and_recsys_studies_run_quick_through_compare() {
+    let dir = temp_dir("kinds");
+    let (ok, stdout, err) = dynmask(&[
+        "compare",
+        &config("mae_fashion_mnist.toml"),
+        "--quick",
+        "--out-dir",
+        s(&dir.join("mae")),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("| raw pixels") && stdout.contains("| dynamic"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mae/results.json")).unwrap())
+            .unwrap();
+    let base = &r["baselines"][0];
+    let init_mse = base["random_init_recon"]["recon_mse"].as_f64().unwrap();
+    for run in r["runs"].as_array().unwrap() {
+        let mse = run["evals"].as_array().unwrap().last().unwrap()["metrics"]["recon_mse"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            mse < init_mse,
+            "pretraining reconstructs better than init: {mse} vs {init_mse}"
+        );
+    }
+    let png = std::fs::read(dir.join("mae/mae_grid.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    let rec = dir.join("rec");
+    let (ok, stdout, err) = dynmask(&[
+        "compare",
+        &config("bert4rec_movielens.toml"),
+        "--quick",
+        "--out-dir",
+        s(&rec),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("| popularity"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("results.json")).unwrap()).unwrap();
+    if !Path::new("data/movielens/ml-100k/u.data").exists() {
+        assert_eq!(r["source"], "synthetic");
+        assert_eq!(r["users"], 60);
+    }
+    let pop = r["popularity_test"]["hr"].as_f64().unwrap();
+    for run in r["runs"].as_array().unwrap() {
+        let hr = run["test"]["hr"].as_f64().unwrap();
+        assert!(hr > pop, "{}: HR@10 {hr} vs popularity {pop}", run["arm"]);
+    }
 }
 
 #[test]
@@ -178,22 +468,17 @@ fn plot_redraws_a_finished_study_and_refuses_other_files() {
     let out = dir.join("study");
     let (ok, _, err) = dynmask(&[
         "compare",
-        CONFIG,
+        &text_config(),
         "--quick",
         "--steps",
         "8",
         "--out-dir",
-        out.to_str().unwrap(),
+        s(&out),
     ]);
     assert!(ok, "{err}");
     let svg = dir.join("again.svg");
     let results = out.join("results.json");
-    let (ok, stdout, err) = dynmask(&[
-        "plot",
-        results.to_str().unwrap(),
-        "--out",
-        svg.to_str().unwrap(),
-    ]);
+    let (ok, stdout, err) = dynmask(&["plot", s(&results), "--out", s(&svg)]);
     assert!(ok, "{err}");
     assert_eq!(stdout.matches("| static k=").count(), 2, "{stdout}");
     let text = std::fs::read_to_string(&svg).unwrap();
@@ -201,8 +486,7 @@ fn plot_redraws_a_finished_study_and_refuses_other_files() {
         text.starts_with("<svg") && text.contains("dynamic"),
         "{text:.200}"
     );
-
-    let (ok, _, err) = dynmask(&["plot", CONFIG]);
+    let (ok, _, err) = dynmask(&["plot", &text_config()]);
     assert!(!ok);
-    assert!(err.contains("a study's results.json"), "{err}");
+    assert!(err.contains("results.json"), "{err}");
 }

@@ -1,26 +1,29 @@
-//! `dynmask`: the command line of the toolkit. Every run is described by a study TOML
-//! (`configs/static_vs_dynamic.toml` is the reference); flags override its fields.
+//! `dynmask`: the command line of the toolkit. Every run is described by a study TOML naming its
+//! kind (`text`, `vision`, `recsys`); flags override its fields.
 //!
 //! ```sh
-//! dynmask compare configs/static_vs_dynamic.toml --seeds 3          # the study: table + curves.svg
+//! dynmask compare configs/static_vs_dynamic.toml --seeds 3        # every arm x seed, table + curves
+//! dynmask compare configs/mae_fashion_mnist.toml --quick          # the vision study, smoke size
 //! dynmask pretrain configs/static_vs_dynamic.toml --arm dynamic --checkpoint-every 64
-//! dynmask pretrain configs/static_vs_dynamic.toml --arm dynamic --resume runs/.../ckpt-00000128.dynmask
-//! dynmask eval configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-00000512.dynmask
-//! dynmask finetune configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-00000512.dynmask
-//! dynmask plot runs/static_vs_dynamic/results.json --out curves.svg  # table + curves of a finished study
+//! dynmask pretrain configs/static_vs_dynamic.toml --arm dynamic --resume   # newest checkpoint
+//! dynmask eval configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
+//! dynmask finetune configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
+//! dynmask plot runs/static_vs_dynamic/results.json                 # redraw a finished study
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use mask_train::experiment::{
-    finetune_encoder, load_results, load_study, pretrain_arm, results_table, run_study,
-    CheckpointPlan, StudyConfig, StudyData,
-};
-use mask_train::trainer::evaluate_mlm;
+use clap::{Args, Parser, Subcommand};
+use dynmask::backend::{dispatch, BackendKind, WithBackend};
+use dynmask::cli::{compare, init_tracing, Renderer, RunArgs};
+use dynmask::studies::arm::{RunSpec, Start};
+use dynmask::studies::{self, load_study, Existing, Study, StudyError, StudyEvent};
+use mask_train::tasks::bert4rec::evaluate_ranking;
+use mask_train::tasks::mae::reconstruct;
+use mask_train::tasks::mlm::evaluate_mlm;
+use mask_train::{load_model, CheckpointPolicy};
 
 #[derive(Parser)]
 #[command(
@@ -33,43 +36,40 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendKind {
-    /// burn's NdArray on the CPU.
-    Ndarray,
-    /// burn's wgpu backend (without operation fusion, see docs/architecture.md).
-    Wgpu,
-}
-
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Common {
-    /// Study config (TOML).
+    /// Study config (TOML with `kind = "text" | "vision" | "recsys"`).
     config: PathBuf,
-    /// Backend.
-    #[arg(long, value_enum, default_value = "ndarray")]
+    /// Backend: flex and ndarray on the CPU, wgpu on a GPU.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
+    /// Device index (wgpu: the n-th discrete GPU; CPU backends have only 0).
+    #[arg(long)]
+    device: Option<usize>,
     /// Output directory (overrides `out_dir`).
     #[arg(long)]
     out_dir: Option<String>,
-    /// Pretraining steps (overrides `train.steps`).
+    /// Training steps (overrides `train.steps`).
     #[arg(long)]
     steps: Option<u64>,
-    /// The ≤ 2-minute smoke version of the study.
+    /// The smoke version of the study (seconds to a minute).
     #[arg(long)]
     quick: bool,
+    /// No progress output (errors only).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every arm over the seeds, print the table, write results.json and curves.svg.
+    /// Run every arm over the seeds; write results.json, report.md and curves.svg.
     Compare {
+        /// Study config (TOML with `kind = "text" | "vision" | "recsys"`).
+        config: PathBuf,
         #[command(flatten)]
-        common: Common,
-        /// Seeds 0..N (overrides `seeds`).
-        #[arg(long)]
-        seeds: Option<u64>,
+        args: RunArgs,
     },
-    /// Pretrain one arm, with periodic checkpoints and optional resume.
+    /// Train one arm with one seed, with periodic checkpoints; resume or extend it.
     Pretrain {
         #[command(flatten)]
         common: Common,
@@ -79,25 +79,42 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Save every N steps.
+        /// Save every N steps (and at the end).
         #[arg(long, default_value_t = 100)]
         checkpoint_every: u64,
-        /// Keep the newest N checkpoints.
+        /// Keep the newest N checkpoints of the run.
         #[arg(long, default_value_t = 3)]
         keep_last: usize,
-        /// Continue from this checkpoint (same config required).
+        /// Continue the run: from its newest checkpoint, or from the one given.
+        #[arg(long, num_args = 0..=1, conflicts_with = "fresh")]
+        resume: Option<Option<PathBuf>>,
+        /// With --resume: accept a different `train.steps`, to extend a finished run.
+        #[arg(long, requires = "resume")]
+        extend: bool,
+        /// Delete the run's state and start over.
         #[arg(long)]
-        resume: Option<PathBuf>,
+        fresh: bool,
     },
-    /// Held-out MLM loss / accuracy / perplexity of a checkpoint on the fixed evaluation mask.
+    /// Evaluate a checkpoint on the study's held-out data.
     Eval {
         #[command(flatten)]
         common: Common,
-        /// Checkpoint written by `pretrain`.
+        /// Checkpoint written by `pretrain` or `compare`.
         #[arg(long)]
         checkpoint: PathBuf,
     },
-    /// Print the table and redraw the learning curves of a finished study's results.json.
+    /// Fine-tune a checkpoint's encoder (text: classification; vision: linear probe).
+    Finetune {
+        #[command(flatten)]
+        common: Common,
+        /// Checkpoint written by `pretrain` or `compare`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print the table and redraw the curves of a finished study's results.json.
     Plot {
         /// `results.json` written by `compare`.
         results: PathBuf,
@@ -105,50 +122,51 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Fine-tune a checkpoint's encoder on the fine-food reviews; print accuracy / P / R / F1.
-    Finetune {
-        #[command(flatten)]
-        common: Common,
-        /// Checkpoint written by `pretrain`.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
 }
 
-fn study(common: &Common) -> Result<StudyConfig, Box<dyn std::error::Error>> {
-    let mut config = load_study(&common.config)?;
-    if common.quick {
-        config = config.quick();
+use dynmask::cli::Error;
+
+/// Loads the study and applies `--quick` and the overrides of `common`.
+fn study(common: &Common) -> Result<Study, Error> {
+    RunArgs {
+        out_dir: common.out_dir.clone(),
+        steps: common.steps,
+        quick: common.quick,
+        ..RunArgs::default()
     }
-    if let Some(d) = &common.out_dir {
-        config.out_dir = d.clone();
+    .apply(load_study(&common.config)?)
+}
+
+struct Job {
+    command: Command,
+    study: Study,
+}
+
+impl WithBackend for Job {
+    type Output = Result<(), Error>;
+    fn run<B: AutodiffBackend>(self, backend: BackendKind, device: B::Device) -> Self::Output {
+        run::<B>(self.command, self.study, backend, &device)
     }
-    if let Some(s) = common.steps {
-        config.train.steps = s;
-    }
-    Ok(config)
 }
 
 fn run<B: AutodiffBackend>(
     command: Command,
+    study: Study,
+    backend: BackendKind,
     device: &B::Device,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Error> {
+    let quiet = match &command {
+        Command::Pretrain { common, .. }
+        | Command::Eval { common, .. }
+        | Command::Finetune { common, .. } => common.quiet,
+        Command::Compare { .. } | Command::Plot { .. } => false,
+    };
+    let mut renderer = Renderer::new(quiet);
+    let sink = &mut |e: StudyEvent<'_>| renderer.event(e);
+    if !quiet {
+        eprintln!("backend: {backend}");
+    }
     match command {
-        Command::Compare { common, seeds } => {
-            let mut config = study(&common)?;
-            if let Some(n) = seeds {
-                if n == 0 {
-                    return Err("--seeds must be at least 1".into());
-                }
-                config.seeds = (0..n).collect();
-            }
-            let results = run_study::<B>(&config, device)?;
-            println!("{}", results_table(&results));
-            println!("results.json and curves.svg in {}", config.out_dir);
-        }
         Command::Pretrain {
             common,
             arm,
@@ -156,102 +174,252 @@ fn run<B: AutodiffBackend>(
             checkpoint_every,
             keep_last,
             resume,
+            extend,
+            fresh,
         } => {
-            let config = study(&common)?;
-            let data = StudyData::prepare(&config)?;
-            let arm = StudyData::arm(&config, &arm)?;
-            let plan = CheckpointPlan {
-                dir: PathBuf::from(&config.out_dir).join("checkpoints"),
-                every: checkpoint_every,
-                keep_last,
-                resume,
+            let policy = CheckpointPolicy::new(checkpoint_every, keep_last)?;
+            let existing = match (&resume, fresh) {
+                (Some(None), _) => Existing::Resume,
+                (_, true) => Existing::Fresh,
+                _ => Existing::Refuse,
             };
-            let trainer = pretrain_arm::<B>(&config, &data, arm, seed, Some(&plan), device)?;
-            if let Some(e) = trainer.evals.last() {
-                println!(
-                    "step {}: held-out mlm_loss {:.4}, mlm_acc {:.2}%, perplexity {:.1}",
-                    e.step,
-                    e.mlm_loss,
-                    e.mlm_acc * 100.0,
-                    e.perplexity
+            let from = match resume {
+                Some(Some(path)) => Some((path, extend)),
+                _ => None,
+            };
+            if extend && from.is_none() {
+                return Err(
+                    "`--extend` needs the checkpoint to extend: `--resume PATH --extend`".into(),
                 );
             }
-            println!("checkpoints in {}", plan.dir.display());
+            let spec = RunSpec {
+                seed,
+                start: match from {
+                    Some((checkpoint, extend)) => Start::From { checkpoint, extend },
+                    None => Start::Existing(existing),
+                },
+                policy,
+            };
+            let dir = match &study {
+                Study::Text(s) => {
+                    let data = studies::text::TextData::prepare(s, sink)?;
+                    let l =
+                        studies::text::pretrain::<B>(s, &data, s.arm(&arm)?, &spec, device, sink)?;
+                    if let Some(e) = l.state().evals.last() {
+                        println!(
+                            "step {}: held-out mlm_loss {:.4}, mlm_acc {:.2}%, perplexity {:.1}",
+                            e.step,
+                            e.metrics.mlm_loss,
+                            e.metrics.mlm_acc * 100.0,
+                            e.metrics.perplexity
+                        );
+                    }
+                    l.run_dir().map(|r| r.root().to_path_buf())
+                }
+                Study::Vision(s) => {
+                    let data = studies::vision::VisionData::prepare(s)?;
+                    let l = studies::vision::pretrain::<B>(
+                        s,
+                        &data,
+                        s.arm(&arm)?,
+                        &spec,
+                        device,
+                        sink,
+                    )?;
+                    if let Some(e) = l.state().evals.last() {
+                        println!(
+                            "step {}: masked-patch MSE {:.4} (pixels {:.5})",
+                            e.step, e.metrics.recon_mse, e.metrics.recon_pixel_mse
+                        );
+                    }
+                    l.run_dir().map(|r| r.root().to_path_buf())
+                }
+                Study::Recsys(s) => {
+                    let data = studies::recsys::RecData::prepare(s, common.quick)?;
+                    let l = studies::recsys::pretrain::<B>(
+                        s,
+                        &data,
+                        s.arm(&arm)?,
+                        &spec,
+                        device,
+                        sink,
+                    )?;
+                    if let Some(e) = l.state().evals.last() {
+                        println!(
+                            "step {}: validation HR@{k} {:.4}, NDCG@{k} {:.4}",
+                            e.step,
+                            e.metrics.hr,
+                            e.metrics.ndcg,
+                            k = s.k
+                        );
+                    }
+                    l.run_dir().map(|r| r.root().to_path_buf())
+                }
+            };
+            if let Some(d) = dir {
+                println!("run directory {}", d.display());
+            }
         }
-        Command::Eval { common, checkpoint } => {
-            let config = study(&common)?;
-            let data = StudyData::prepare(&config)?;
-            let model =
-                mask_model::load_checkpoint::<B, _>(&data.model_config, &checkpoint, device)?;
-            let m = evaluate_mlm(&model.valid(), &data.eval, device)?;
-            println!(
-                "mlm_loss {:.4}  mlm_acc {:.2}%  perplexity {:.1}  ({} masked tokens)",
-                m.mlm_loss(),
-                m.mlm_acc() * 100.0,
-                m.perplexity(),
-                m.tokens
-            );
-        }
+        Command::Eval { common, checkpoint } => match &study {
+            Study::Text(s) => {
+                let data = studies::text::TextData::prepare(s, sink)?;
+                let task = data.mlm_task(&s.arms[0])?;
+                let model = load_model::<B, _>(&task, &checkpoint, device)?;
+                let m = evaluate_mlm(&model.valid(), &data.eval, device)?;
+                println!(
+                    "mlm_loss {:.4}  mlm_acc {:.2}%  perplexity {:.1}  ({} masked tokens)",
+                    m.mlm_loss(),
+                    m.mlm_acc() * 100.0,
+                    m.perplexity(),
+                    m.tokens
+                );
+            }
+            Study::Vision(s) => {
+                let data = studies::vision::VisionData::prepare(s)?;
+                let task = data.task(s, &s.arms[0])?;
+                let model = load_model::<B, _>(&task, &checkpoint, device)?;
+                let r = reconstruct(&model.valid(), &data.test, task.eval_masks(), 0, device)?;
+                println!(
+                    "masked-patch MSE {:.4} (normalised pixels), {:.5} (pixels)",
+                    r.eval.recon_mse, r.eval.recon_pixel_mse
+                );
+            }
+            Study::Recsys(s) => {
+                let data = studies::recsys::RecData::prepare(s, common.quick)?;
+                let task = data.task(s, &s.arms[0])?;
+                let model = load_model::<B, _>(&task, &checkpoint, device)?.valid();
+                for (name, eval) in [("validation", &*data.valid), ("test", &data.test)] {
+                    let m = evaluate_ranking(&model, &data.model, eval, s.eval_batch_size, device)?;
+                    println!(
+                        "{name}: HR@{k} {:.4}  NDCG@{k} {:.4}  ({} users)",
+                        m.hr,
+                        m.ndcg,
+                        m.users,
+                        k = s.k
+                    );
+                }
+            }
+        },
         Command::Finetune {
-            common,
-            checkpoint,
-            seed,
-        } => {
-            let config = study(&common)?;
-            let data = StudyData::prepare(&config)?;
-            let model =
-                mask_model::load_checkpoint::<B, _>(&data.model_config, &checkpoint, device)?;
-            let cm = finetune_encoder::<B>(&config, &data, model.encoder, seed, device)?;
-            let r = cm.report();
-            println!(
-                "accuracy {:.2}%  precision {:.2}%  recall {:.2}%  F1 {:.2}% (macro)",
-                r.accuracy * 100.0,
-                r.macro_precision * 100.0,
-                r.macro_recall * 100.0,
-                r.macro_f1 * 100.0
-            );
-            println!(
-                "confusion (rows true other/great, columns predicted): {:?}",
-                cm.rows()
-            );
+            checkpoint, seed, ..
+        } => match &study {
+            Study::Text(s) => {
+                let data = studies::text::TextData::prepare(s, sink)?;
+                let task = data.mlm_task(&s.arms[0])?;
+                let model = load_model::<B, _>(&task, &checkpoint, device)?;
+                let c = studies::text::finetune::<B>(s, &data, &model, seed, device, sink)?;
+                let r = &c.report;
+                println!(
+                    "accuracy {:.2}%  precision {:.2}%  recall {:.2}%  F1 {:.2}% (macro)",
+                    r.accuracy * 100.0,
+                    r.macro_precision * 100.0,
+                    r.macro_recall * 100.0,
+                    r.macro_f1 * 100.0
+                );
+                println!(
+                    "confusion (rows true {}, columns predicted): {:?}",
+                    data.classes.join("/"),
+                    c.confusion
+                );
+            }
+            Study::Vision(s) => {
+                let data = studies::vision::VisionData::prepare(s)?;
+                let task = data.task(s, &s.arms[0])?;
+                let model = load_model::<B, _>(&task, &checkpoint, device)?.valid();
+                let c = studies::vision::probe::<B>(s, &data, Some(&model), seed, device, sink)?;
+                println!(
+                    "linear probe: accuracy {:.2}%, macro F1 {:.2}%",
+                    c.report.accuracy * 100.0,
+                    c.report.macro_f1 * 100.0
+                );
+            }
+            Study::Recsys(_) => {
+                return Err(StudyError::Config {
+                    path: "finetune".into(),
+                    reason: "a recsys study has no fine-tuning stage: BERT4Rec is evaluated as \
+                             trained (use `dynmask eval`)"
+                        .into(),
+                }
+                .into())
+            }
+        },
+        Command::Compare { .. } | Command::Plot { .. } => {
+            unreachable!("handled before the backend starts")
         }
-        Command::Plot { results, out } => plot(&results, out)?,
     }
     Ok(())
 }
 
-fn plot(results: &std::path::Path, out: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
-    let r = load_results(results)?;
+fn plot(results: &Path, out: Option<PathBuf>) -> Result<(), Error> {
+    let text = std::fs::read_to_string(results)
+        .map_err(|e| format!("cannot read `{}`: {e}", results.display()))?;
+    let not_results = |e: String| -> Error {
+        format!(
+            "`{}` is not the results.json of a study: {e}",
+            results.display()
+        )
+        .into()
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| not_results(e.to_string()))?;
+    let kind = value["study"]["kind"].as_str().unwrap_or("").to_string();
     let out = out.unwrap_or_else(|| results.with_file_name("curves.svg"));
-    mask_train::plot::plot_study(&r, &out)?;
-    println!("{}", results_table(&r));
+    let parse = |e: serde_json::Error| not_results(e.to_string());
+    let (panels, table) = match kind.as_str() {
+        "text" => {
+            let r: studies::text::TextResults = serde_json::from_value(value).map_err(parse)?;
+            (studies::text::panels(&r), studies::text::results_table(&r))
+        }
+        "vision" => {
+            let r: studies::vision::VisionResults = serde_json::from_value(value).map_err(parse)?;
+            (
+                studies::vision::panels(&r),
+                studies::vision::results_table(&r),
+            )
+        }
+        "recsys" => {
+            let r: studies::recsys::RecResults = serde_json::from_value(value).map_err(parse)?;
+            (
+                studies::recsys::panels(&r),
+                studies::recsys::results_table(&r),
+            )
+        }
+        other => {
+            return Err(not_results(format!(
+                "no study of kind \"text\", \"vision\" or \"recsys\" (found `{other}`)"
+            )))
+        }
+    };
+    studies::plot::plot_panels(&out, &panels)?;
+    println!("{table}");
     println!("curves in {}", out.display());
     Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
-    let backend = match &cli.command {
-        Command::Compare { common, .. }
-        | Command::Pretrain { common, .. }
-        | Command::Eval { common, .. }
-        | Command::Finetune { common, .. } => common.backend,
-        Command::Plot { results, out } => {
-            if let Err(e) = plot(results, out.clone()) {
-                eprintln!("error: {e}");
-                std::process::exit(1);
+    let result = (|| -> Result<(), Error> {
+        let common = match &cli.command {
+            Command::Plot { results, out } => return plot(results, out.clone()),
+            Command::Compare { config, args } => {
+                println!("{}", compare(load_study(config)?, args)?);
+                return Ok(());
             }
-            return;
-        }
-    };
-    let result = match backend {
-        BackendKind::Ndarray => run::<Autodiff<NdArray<f32>>>(cli.command, &Default::default()),
-        BackendKind::Wgpu => {
-            type Wgpu =
-                burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
-            run::<Autodiff<Wgpu>>(cli.command, &Default::default())
-        }
-    };
+            Command::Pretrain { common, .. }
+            | Command::Eval { common, .. }
+            | Command::Finetune { common, .. } => common.clone(),
+        };
+        init_tracing(common.quiet);
+        let study = study(&common)?;
+        dispatch(
+            common.backend,
+            common.device,
+            Job {
+                command: cli.command,
+                study,
+            },
+        )?
+    })();
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -1,0 +1,428 @@
+//! Studies: comparisons of masking arms over seeds, each arm-seed pair one run of the
+//! `mask-train` [`Learner`](mask_train::Learner) in a directory of its own. A study TOML names
+//! its kind (`kind = "text"`, `"vision"` or `"recsys"`); [`load_study`] reads any of them.
+//!
+//! ```text
+//! <out_dir>/
+//!   tokenizer-<digest>.json        (text) the tokenizer, named by corpus and settings
+//!   <arm slug>/seed-<n>/           one run: config.json, checkpoints/, log.jsonl, result.json
+//!   results.json, report.md        the study's results and table
+//!   curves.svg                     learning curves
+//! ```
+
+pub mod arm;
+pub mod plot;
+pub mod recsys;
+pub mod report;
+pub mod text;
+pub mod vision;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use arm::{check_unique_slugs, slug};
+
+/// What can go wrong in a study (beyond the engine's and the data's own errors).
+#[derive(Debug, Error)]
+pub enum StudyError {
+    /// The engine failed (config, data, non-finite values, checkpoints, ...).
+    #[error(transparent)]
+    Train(#[from] mask_train::TrainError),
+    /// Reading data failed.
+    #[error(transparent)]
+    Data(#[from] mask_data::DataError),
+    /// The study file is unreadable or invalid.
+    #[error("study `{path}`: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two arms would share a run directory.
+    #[error(
+        "arms `{first}` and `{second}` both map to the run directory `{slug}`: rename one \
+         (arm names must differ in letters or digits)"
+    )]
+    DuplicateArm {
+        /// The first arm's name.
+        first: String,
+        /// The second arm's name.
+        second: String,
+        /// The shared slug.
+        slug: String,
+    },
+    /// A results file or figure could not be written or read.
+    #[error("`{path}`: {reason}")]
+    Output {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<mask_model::ModelError> for StudyError {
+    fn from(e: mask_model::ModelError) -> Self {
+        Self::Train(e.into())
+    }
+}
+
+impl From<mask_core::MaskError> for StudyError {
+    fn from(e: mask_core::MaskError) -> Self {
+        Self::Train(e.into())
+    }
+}
+
+/// Result alias of the studies.
+pub type Result<T> = std::result::Result<T, StudyError>;
+
+/// An [`mask_train::TrainError::InvalidConfig`] as a study error.
+pub fn invalid(field: &'static str, value: impl ToString, expected: impl ToString) -> StudyError {
+    mask_train::error::invalid(field, value, expected).into()
+}
+
+/// `Option<usize>` as a count or the word `"all"` (TOML has no null; the word keeps a study and
+/// its copy in `results.json` round-tripping exactly). Use with
+/// `#[serde(with = "count_or_all")]`.
+pub mod count_or_all {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Count(usize),
+        Word(String),
+    }
+
+    /// Serialises `None` as `"all"`.
+    pub fn serialize<S: Serializer>(v: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_u64(*n as u64),
+            None => s.serialize_str("all"),
+        }
+    }
+
+    /// Reads a count or `"all"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Count(n) => Ok(Some(n)),
+            Repr::Word(w) if w == "all" => Ok(None),
+            Repr::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a count or \"all\", found \"{w}\""
+            ))),
+        }
+    }
+}
+
+/// Any study, by its `kind`.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Study {
+    /// Masked-LM pretraining on text, then fine-tuning (`kind = "text"`).
+    Text(text::TextStudy),
+    /// MAE pretraining on images, then a linear probe (`kind = "vision"`).
+    Vision(vision::VisionStudy),
+    /// BERT4Rec on interaction sequences (`kind = "recsys"`).
+    Recsys(recsys::RecStudy),
+}
+
+impl Study {
+    /// The study's output directory.
+    pub fn out_dir(&self) -> &str {
+        match self {
+            Study::Text(s) => &s.out_dir,
+            Study::Vision(s) => &s.out_dir,
+            Study::Recsys(s) => &s.out_dir,
+        }
+    }
+
+    /// Checks every setting of every section, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Study::Text(s) => s.validate(),
+            Study::Vision(s) => s.validate(),
+            Study::Recsys(s) => s.validate(),
+        }
+    }
+
+    /// Parses a study TOML: its `kind` picks the type, then the whole text is read as that
+    /// type, so errors keep their line and field.
+    pub fn from_toml(text: &str) -> std::result::Result<Study, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let parse = |e: toml::de::Error| e.to_string();
+        match table.get("kind").map(|k| k.as_str()) {
+            Some(Some("text")) => toml::from_str(text).map(Study::Text).map_err(parse),
+            Some(Some("vision")) => toml::from_str(text).map(Study::Vision).map_err(parse),
+            Some(Some("recsys")) => toml::from_str(text).map(Study::Recsys).map_err(parse),
+            Some(other) => Err(format!(
+                "`kind` = {} is not a study kind: expected \"text\", \"vision\" or \"recsys\"",
+                other.map_or_else(|| table["kind"].to_string(), |s| format!("\"{s}\""))
+            )),
+            None => Err("no `kind`: expected kind = \"text\", \"vision\" or \"recsys\"".into()),
+        }
+    }
+}
+
+/// Reads and validates a study TOML (any kind).
+pub fn load_study(path: &Path) -> Result<Study> {
+    let err = |reason: String| StudyError::Config {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let study = Study::from_toml(&text).map_err(err)?;
+    study.validate()?;
+    Ok(study)
+}
+
+/// The `kind` field of a study struct: present in its TOML and JSON, checked on validation.
+pub(crate) fn check_kind(kind: &str, expected: &str) -> Result<()> {
+    if kind != expected {
+        return Err(invalid(
+            "kind",
+            kind,
+            format!("\"{expected}\" for this study type"),
+        ));
+    }
+    Ok(())
+}
+
+/// How a study treats run directories that already hold state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Existing {
+    /// Refuse to touch them (the default: nothing is overwritten silently).
+    #[default]
+    Refuse,
+    /// Continue them: a finished run's result is reused, an unfinished one resumes from its
+    /// newest checkpoint (same settings required).
+    Resume,
+    /// Delete their state and start over.
+    Fresh,
+}
+
+/// What a study reports as it goes; the binary renders it.
+#[derive(Debug, Clone, Copy)]
+pub enum StudyEvent<'a> {
+    /// A setup phase, e.g. "tokenizer trained (4096 tokens)".
+    Note(&'a str),
+    /// A run starts or resumes.
+    RunStarted {
+        /// `arm / seed n`.
+        run: &'a str,
+        /// Steps already done.
+        done: u64,
+        /// Total steps.
+        steps: u64,
+    },
+    /// A training step finished.
+    Step {
+        /// The run.
+        run: &'a str,
+        /// Its record.
+        record: &'a mask_train::StepRecord,
+        /// Its timing.
+        timing: mask_train::StepTiming,
+    },
+    /// An evaluation finished.
+    Eval {
+        /// The run.
+        run: &'a str,
+        /// Steps done.
+        step: u64,
+        /// The task's score (lower is better).
+        score: f64,
+    },
+    /// A run finished (or was reused from its result file).
+    RunFinished {
+        /// The run.
+        run: &'a str,
+        /// Whether its result was read rather than computed.
+        reused: bool,
+    },
+}
+
+/// Where study events go.
+pub type Sink<'a> = &'a mut dyn FnMut(StudyEvent<'_>);
+
+/// Forwards a learner's events to a study sink, tagged with the run's name.
+pub(crate) fn forward<'s, M>(
+    run: &'s str,
+    sink: &'s mut dyn FnMut(StudyEvent<'_>),
+) -> impl FnMut(&mask_train::LearnerEvent<'_, M>) + 's {
+    move |e| match e {
+        mask_train::LearnerEvent::Started { step, steps, .. } => sink(StudyEvent::RunStarted {
+            run,
+            done: *step,
+            steps: *steps,
+        }),
+        mask_train::LearnerEvent::Step { record, timing } => sink(StudyEvent::Step {
+            run,
+            record,
+            timing: *timing,
+        }),
+        mask_train::LearnerEvent::Eval(r) => sink(StudyEvent::Eval {
+            run,
+            step: r.step,
+            score: r.score,
+        }),
+        _ => {}
+    }
+}
+
+/// The memory allowed to one run: 80% of the machine's available memory (Linux
+/// `/proc/meminfo`), or 8 GiB where that cannot be read.
+pub fn memory_limit_bytes() -> u64 {
+    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    avail.map_or(8 << 30, |a| a / 5 * 4)
+}
+
+/// Bytes a training step of a Transformer needs, roughly: activations kept for the backward
+/// pass (per layer: attention scores and probabilities `B H T^2`, about 12 `B T d` for the
+/// projections, norms and residuals, `2 B T d_ff` for the feed-forward), the logits `B T V`
+/// twice, and parameters with gradients and two Adam moments (`4 x`), all f32.
+#[allow(clippy::too_many_arguments)]
+pub fn transformer_step_bytes(
+    batch: usize,
+    seq: usize,
+    d_model: usize,
+    n_heads: usize,
+    n_layers: usize,
+    d_ff: usize,
+    vocab: usize,
+) -> u64 {
+    let (b, t, d, h, l, f, v) = (
+        batch as u64,
+        seq as u64,
+        d_model as u64,
+        n_heads as u64,
+        n_layers as u64,
+        d_ff as u64,
+        vocab as u64,
+    );
+    let per_layer = 2 * b * h * t * t + 12 * b * t * d + 2 * b * t * f;
+    let params = v * d + t * d + l * (4 * d * d + 2 * d * f);
+    4 * (l * per_layer + 2 * b * t * v + 4 * params)
+}
+
+/// Refuses a step that would not fit in memory, with the estimate in the message.
+pub fn check_fits(what: &str, bytes: u64, hint: &str) -> Result<()> {
+    let limit = memory_limit_bytes();
+    if bytes > limit {
+        return Err(mask_train::TrainError::TooLarge {
+            what: what.to_string(),
+            needed_mib: bytes >> 20,
+            limit_mib: limit >> 20,
+            hint: hint.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Study {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name);
+        load_study(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn shipped_configs_parse_validate_and_equal_their_defaults() {
+        assert_eq!(
+            shipped("static_vs_dynamic.toml"),
+            Study::Text(text::TextStudy::default())
+        );
+        assert_eq!(
+            shipped("mae_fashion_mnist.toml"),
+            Study::Vision(vision::VisionStudy::default())
+        );
+        assert_eq!(
+            shipped("bert4rec_movielens.toml"),
+            Study::Recsys(recsys::RecStudy::default())
+        );
+        for name in ["masking_study.toml", "masking_study_reduced.toml"] {
+            let Study::Text(s) = shipped(name) else {
+                panic!("{name} is not a text study")
+            };
+            assert_eq!(s.seeds.len(), 3, "{name}");
+            let names: Vec<&str> = s.arms.iter().map(|a| a.name.as_str()).collect();
+            for want in [
+                "static k=1",
+                "static k=10",
+                "dynamic 15%",
+                "dynamic 40%",
+                "decay 30%->15%",
+                "whole-word",
+                "span",
+                "PMI-span",
+                "loss-aware",
+                "learned",
+            ] {
+                assert!(names.contains(&want), "{name}: no arm {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_kind_picks_the_type_and_errors_name_it() {
+        assert!(Study::from_toml("kind = \"audio\"")
+            .unwrap_err()
+            .contains("\"audio\""));
+        assert!(Study::from_toml("name = \"x\"")
+            .unwrap_err()
+            .contains("no `kind`"));
+        assert!(Study::from_toml("kind = 3")
+            .unwrap_err()
+            .contains("`kind` = 3"));
+        let s = Study::from_toml("kind = \"vision\"").unwrap();
+        assert_eq!(s, Study::Vision(vision::VisionStudy::default()));
+        let t = text::TextStudy {
+            kind: "vision".into(),
+            ..Default::default()
+        };
+        assert!(t
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`kind` = vision"));
+    }
+
+    #[test]
+    fn limits_and_clipping_round_trip_through_json_without_nulls() {
+        let mut t = text::TextStudy {
+            train_docs: None,
+            ..Default::default()
+        };
+        t.finetune.grad_clip = None;
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["train_docs"], "all");
+        assert_eq!(json["finetune"]["grad_clip"], "off");
+        assert!(report::find_null(&json, "").is_none());
+        assert_eq!(serde_json::from_value::<text::TextStudy>(json).unwrap(), t);
+    }
+
+    #[test]
+    fn the_memory_estimate_grows_with_the_square_of_the_length() {
+        let short = transformer_step_bytes(32, 64, 128, 2, 2, 512, 4096);
+        let long = transformer_step_bytes(32, 100_000, 128, 2, 2, 512, 4096);
+        assert!(short < 256 << 20, "{short}");
+        assert!(long > 1 << 40, "{long}");
+        assert!(check_fits("x", long, "lower max_len")
+            .unwrap_err()
+            .to_string()
+            .contains("MiB"));
+    }
+}
