@@ -230,6 +230,21 @@ fn ndarray_kernels_match_pytorch() {
     kernels_match_pytorch::<Autodiff<Cpu>>(&Default::default());
 }
 
+#[test]
+fn flex_inference_matches_pytorch() {
+    inference_matches_pytorch::<burn::backend::Flex>(&Default::default());
+}
+
+#[test]
+fn flex_materialisation_matches_pytorch_masks() {
+    materialisation_matches::<burn::backend::Flex>(&Default::default());
+}
+
+#[test]
+fn flex_kernels_match_pytorch() {
+    kernels_match_pytorch::<Autodiff<burn::backend::Flex>>(&Default::default());
+}
+
 #[cfg(feature = "wgpu-tests")]
 #[test]
 fn wgpu_materialisation_matches_pytorch_masks() {

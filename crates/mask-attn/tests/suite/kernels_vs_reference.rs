@@ -91,6 +91,13 @@ fn ndarray_kernels_agree_with_reference_on_random_shapes() {
     }
 }
 
+#[test]
+fn flex_kernels_agree_with_reference_on_random_shapes() {
+    for seed in 0..12 {
+        check_case::<Autodiff<burn::backend::Flex>>(seed, true, &Default::default());
+    }
+}
+
 #[cfg(feature = "wgpu-fusion-tests")]
 #[test]
 fn wgpu_fusion_kernels_agree_with_reference_on_random_shapes() {

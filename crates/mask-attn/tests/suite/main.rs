@@ -1,5 +1,5 @@
 //! The mask-attn integration suite, one binary (burn's generic kernels are compiled once).
-//! The NdArray tests always run; the wgpu variants run with `--features wgpu-tests`.
+//! The NdArray and burn-flex tests always run; the wgpu variants run with `--features wgpu-tests`.
 
 mod common;
 mod config_serde;

@@ -2,6 +2,7 @@
 
 mod common;
 mod config_serde;
+mod flex;
 mod gradients;
 mod hf_conformance;
 mod hf_reference;

@@ -2,12 +2,10 @@
 //! away from uniform, the rate holds, its state is checkpointed and a resumed run continues
 //! bit for bit; a checkpoint without (or with corrupt) state is refused.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use mask_core::{MaskingConfig, SelectionConfig, SelectorResources, TokenStats};
 use mask_model::checkpoint::Container;
 use mask_train::tasks::mlm::MASKING_STATE;

@@ -2,9 +2,7 @@
 //! N - k steps, on NdArray: equal batch digests, losses within 1e-6 relative, bit-identical
 //! final parameters (and the run learns).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mask_core::MaskingConfig;
 use mask_train::TrainConfig;
 

@@ -2,12 +2,10 @@
 //! events and logs, refusals on resume, the non-finite guard, and crash safety (a kill between
 //! steps, in the middle of a log line, or between a checkpoint's write and rename).
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use burn::tensor::backend::AutodiffBackend;
-use common::*;
 use mask_core::{MaskingConfig, Regime};
 use mask_train::run::{FAULT_KILL_AFTER_STEP, FAULT_TORN_LOG_AT_STEP};
 use mask_train::tasks::mlm::MlmTask;
@@ -413,7 +411,7 @@ fn child(dir: &Path, env: &[(&str, String)]) -> bool {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "fault_child",
+        "learner::fault_child",
         "--nocapture",
         "--test-threads",
         "1",
@@ -513,7 +511,7 @@ fn killed_between_temp_write_and_rename_leaves_the_previous_checkpoint() {
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child_writes_and_dies",
+            "learner::crash_child_writes_and_dies",
             "--nocapture",
             "--test-threads",
             "1",
