@@ -124,3 +124,74 @@ pub fn masked_patch_mse<B: Backend>(
     let masked = mask.clone().sum().clamp_min(1.0);
     (per_patch * mask).sum() / masked
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = NdArray<f32>;
+
+    /// Regression (tests issue): no test checked cross-entropy values. By hand:
+    /// row 0: -log softmax([1, 2, 3])[2] = log(1 + e^-1 + e^-2) = 0.4076059644;
+    /// row 1: -log softmax([0, 0, 0])[1] = log 3 = 1.0986122887.
+    #[test]
+    fn cross_entropy_by_hand() {
+        let device = Default::default();
+        let logits = Tensor::<B, 2>::from_data([[1.0f32, 2.0, 3.0], [0.0, 0.0, 0.0]], &device);
+        let t = Tensor::<B, 1, Int>::from_data([2i64, 1], &device);
+        let ce: Vec<f32> = token_cross_entropy(logits.clone(), t.clone())
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let want = [(1.0f64 + (-1f64).exp() + (-2f64).exp()).ln(), 3f64.ln()];
+        for (g, w) in ce.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        let mean = masked_lm_loss(logits, t).into_scalar();
+        assert!(((mean as f64) - (want[0] + want[1]) / 2.0).abs() < 1e-6);
+    }
+
+    /// The gradient of the mean cross-entropy w.r.t. the logits is (softmax - one_hot) / N,
+    /// and our `log_softmax`'s exact-reciprocal backward gives it to f32 rounding.
+    #[test]
+    fn cross_entropy_gradient_is_softmax_minus_one_hot() {
+        type A = Autodiff<B>;
+        let device = Default::default();
+        let raw = [[1.0f32, 2.0, 3.0], [0.5, -1.0, 0.0]];
+        let logits = Tensor::<A, 2>::from_data(raw, &device).require_grad();
+        let t = Tensor::<A, 1, Int>::from_data([2i64, 0], &device);
+        let loss = token_cross_entropy(logits.clone(), t).mean();
+        let g: Vec<f32> = logits
+            .grad(&loss.backward())
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (r, (row, target)) in raw.iter().zip([2usize, 0]).enumerate() {
+            let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+            for k in 0..3 {
+                let p = (row[k] as f64).exp() / z;
+                let want = (p - f64::from(u8::from(k == target))) / 2.0;
+                assert!((g[r * 3 + k] as f64 - want).abs() < 1e-6, "({r}, {k})");
+            }
+        }
+    }
+
+    /// Regression (tests issue): `masked_patch_mse` had no value check. Per-patch means of the
+    /// squared errors are 1 and 2.5; the loss averages them over the masked patches only.
+    #[test]
+    fn masked_patch_mse_by_hand() {
+        let device = Default::default();
+        let pred = Tensor::<B, 3>::from_data([[[0.0f32, 0.0], [1.0, 1.0]]], &device);
+        let target = Tensor::<B, 3>::from_data([[[1.0f32, 1.0], [0.0, 3.0]]], &device);
+        let loss = |m: [f32; 2]| {
+            let mask = Tensor::<B, 2>::from_data([m], &device);
+            masked_patch_mse(pred.clone(), target.clone(), mask).into_scalar()
+        };
+        assert_eq!(loss([1.0, 0.0]), 1.0);
+        assert_eq!(loss([0.0, 1.0]), 2.5);
+        assert_eq!(loss([1.0, 1.0]), 1.75);
+        assert_eq!(loss([0.0, 0.0]), 0.0, "no masked patch: 0, not NaN");
+    }
+}

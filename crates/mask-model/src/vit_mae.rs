@@ -369,3 +369,57 @@ impl<B: Backend> VitMae<B> {
         Ok(self.head.forward(self.features(images)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    type B = NdArray<f32>;
+
+    /// Regression (tests issue): `norm_pix_loss` had no value check. A 4x4 image in 2x2 patches;
+    /// MAE normalises each target patch by its mean and unbiased variance:
+    /// `(x - mean) / sqrt(var + 1e-6)`. Patch 0 holds pixels 0, 1, 4, 5 (mean 2.5, unbiased
+    /// variance ((2.5^2 + 1.5^2) * 2) / 3 = 17 / 3).
+    #[test]
+    fn norm_pix_targets_by_hand() {
+        let device = Default::default();
+        let blocks = |d| {
+            TransformerConfig::new(d, 2, 1, 8)
+                .with_dropout(0.0)
+                .with_attn_dropout(0.0)
+        };
+        let config = VitMaeConfig::new(blocks(4), blocks(4))
+            .with_image_size(4)
+            .with_patch_size(2)
+            .with_channels(1)
+            .with_n_classes(2);
+        let pixels: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 1, 4, 4]), &device);
+        let idx = MaeIndices::<B>::from_keep(&[vec![1, 3]], 4, &device).unwrap();
+        for norm in [true, false] {
+            let model = config
+                .clone()
+                .with_norm_pix_loss(norm)
+                .init::<B>(&device)
+                .unwrap();
+            let out = model.forward_mae(images.clone(), &idx).unwrap();
+            let target: Vec<f32> = out.target.into_data().to_vec().unwrap();
+            let raw = [0.0f64, 1.0, 4.0, 5.0];
+            let want: Vec<f64> = if norm {
+                let sd = (17.0f64 / 3.0 + 1e-6).sqrt();
+                raw.iter().map(|x| (x - 2.5) / sd).collect()
+            } else {
+                raw.to_vec()
+            };
+            for k in 0..4 {
+                assert!(
+                    (target[k] as f64 - want[k]).abs() < 1e-5,
+                    "norm {norm}, {k}"
+                );
+            }
+            let mask: Vec<f32> = out.mask.into_data().to_vec().unwrap();
+            assert_eq!(mask, vec![1.0, 0.0, 1.0, 0.0], "patches 1 and 3 visible");
+        }
+    }
+}
