@@ -1,22 +1,23 @@
-//! Masked attention kernels, generic over backends: reference versus block-sparse, forward and
-//! forward+backward, B=4, H=8, D=64, f32, L in {512, 1024, 2048}, masks none / causal /
+//! Masked attention kernels, generic over backends: reference versus block-sparse (and the host
+//! kernel, forward only), forward and forward+backward, B=4, H=8, D=64, f32, L in {512, 1024, 2048}, masks none / causal /
 //! window-128 / token-drop 50% / document x4, plus the block-sparse kernel with every tile
 //! forced partial (`dense`: the same kernel with a dense mask) and the tile-map build alone.
 //!
 //! `iter_custom` syncs the device before reading the clock (wgpu is asynchronous).
 //!
 //! Run: `cargo bench --bench attention` (all), or narrow it with criterion's filter, e.g.
-//! `cargo bench --bench attention -- 'ndarray/attention_fwd/L2048'`. `DYNMASK_BENCH_WGPU=1`
-//! adds the wgpu backend (slow on lavapipe). `DYNMASK_BENCH_L=2048` restricts lengths.
+//! `cargo bench --bench attention -- 'flex/attention_fwd/L2048'`. Groups are prefixed with the
+//! backend (`ndarray/`, `flex/`; `wgpu/` when `DYNMASK_BENCH_WGPU=1`, slow on lavapipe), so one
+//! run compares backends side by side. `DYNMASK_BENCH_L=2048` restricts lengths.
 
 use std::time::{Duration, Instant};
 
-use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mask_attn::kernels::{block_sparse, reference};
+use mask_attn::kernels::{block_sparse, host, reference};
 use mask_attn::*;
 
 const BATCH: usize = 4;
@@ -78,6 +79,7 @@ fn run<B: Backend>(
                 .then(|| mask_tensor::<B>(mask, BATCH, HEADS, l, l, device).unwrap());
             reference::attention(q, k, v, m, None, None)
         }
+        "host" => host::attention(q, k, v, mask, &AttnOptions::default()).unwrap(),
         _ => block_sparse::attention(q, k, v, mask, &AttnOptions::default(), None).unwrap(),
     }
 }
@@ -103,7 +105,7 @@ fn bench_forward<B: Backend>(c: &mut Criterion, backend: &str, device: &B::Devic
         group.throughput(Throughput::Elements((BATCH * l) as u64));
         let inputs = qkv::<B>(l, device);
         for (name, mask) in masks(l) {
-            for kernel in ["reference", "block_sparse"] {
+            for kernel in ["reference", "block_sparse", "host"] {
                 if kernel == "reference" && name.ends_with("_dense") {
                     continue; // identical to the reference with the plain mask
                 }
@@ -172,6 +174,8 @@ fn benches(c: &mut Criterion) {
     let cpu = Default::default();
     bench_forward::<NdArray>(c, "ndarray", &cpu);
     bench_backward::<Autodiff<NdArray>>(c, "ndarray", &cpu);
+    bench_forward::<Flex>(c, "flex", &Default::default());
+    bench_backward::<Autodiff<Flex>>(c, "flex", &Default::default());
     if std::env::var("DYNMASK_BENCH_WGPU").is_ok() {
         let gpu = Default::default();
         bench_forward::<Wgpu>(c, "wgpu", &gpu);

@@ -1,5 +1,6 @@
 //! One MLM training step of `bert-small-peer` (vocab 8192, d_model 256, 4 layers, 4 heads,
-//! d_ff 1024) at batch 32 x 128 on `Autodiff<NdArray>`: forward, masked-LM loss, backward and
+//! d_ff 1024) at batch 32 x 128, on each backend (`ndarray/`, `flex/`, and `wgpu/` when
+//! `DYNMASK_BENCH_WGPU` is set): forward, masked-LM loss, backward and
 //! an AdamW update, dropout 0.1 on. Throughput counts every input token (4,096 per step), as
 //! the HuggingFace peer measurement does.
 //!
@@ -11,19 +12,18 @@
 
 use std::time::{Duration, Instant};
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mask_attn::AllowAll;
 use mask_core::MaskRng;
 use mask_model::*;
 
-type B = Autodiff<NdArray<f32>>;
 const BATCH: usize = 32;
 const SEQ: usize = 128;
 
-fn step_bench(c: &mut Criterion) {
+fn step_bench<B: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let device = Default::default();
     let config = MlmConfig::new(TextEncoderConfig::preset("bert-small-peer").unwrap());
     let vocab = config.encoder.vocab_size;
@@ -43,7 +43,7 @@ fn step_bench(c: &mut Criterion) {
         .collect();
     let targets = MaskedTargets::from_labels(&labels, vocab).unwrap();
 
-    let mut group = c.benchmark_group("ndarray/bert_small_peer_step");
+    let mut group = c.benchmark_group(format!("{backend}/bert_small_peer_step"));
     group.throughput(Throughput::Elements((BATCH * SEQ) as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(40));
@@ -78,5 +78,13 @@ fn step_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, step_bench);
-criterion_main!(benches);
+fn benches(c: &mut Criterion) {
+    step_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");
+    step_bench::<Autodiff<Flex>>(c, "flex");
+    if std::env::var("DYNMASK_BENCH_WGPU").is_ok() {
+        step_bench::<Autodiff<Wgpu>>(c, "wgpu");
+    }
+}
+
+criterion_group!(benches_group, benches);
+criterion_main!(benches_group);

@@ -3,8 +3,13 @@ loss at ~15% masked positions, backward, AdamW) of the `bert-small-peer` configu
 (vocab 8192, hidden 256, 4 layers, 4 heads, intermediate 1024, max positions 512, dropout 0.1)
 at batch 32 x 128 on 2 CPU threads. Prints training tokens/s (all 4,096 input tokens per step).
 
-    python benches/peers/hf_bert_step.py   # torch 2.15.0, transformers 5.24.0 in docs/benchmarks.md
+    python benches/peers/hf_bert_step.py [--json]   # versions: benches/peers/requirements.txt
+
+With --json, prints one line {"bench": "train_step", "value": tokens/s, "unit": "tokens/s"}
+(scripts/bench_vs_peers.sh).
 """
+import json
+import sys
 import time
 
 import torch
@@ -34,5 +39,9 @@ for _ in range(10):
     times.append(time.perf_counter() - t)
 times.sort()
 median = times[len(times) // 2]
+if "--json" in sys.argv:
+    print(json.dumps({"bench": "train_step", "value": 32 * 128 / median, "unit": "tokens/s",
+                      "torch": torch.__version__}))
+    sys.exit(0)
 print(f"torch {torch.__version__}: step median {median:.3f} s, {32 * 128 / median:.0f} tokens/s "
       f"(min {times[0]:.3f} s, max {times[-1]:.3f} s)")

@@ -5,12 +5,15 @@
 //! - [`reference`]: plain tensor ops, full score matrix, NaN-free on fully masked rows.
 //! - [`block_sparse`]: tiled online softmax (flash-attention style) that skips empty tiles.
 //! - [`fused`]: burn's `module::attention` (a fused flash kernel on GPU backends at inference).
+//! - [`host`]: the CPU fast path: per-example tile skipping, `gemm` and a vectorised `exp` on
+//!   host memory (forward only, inference).
 //!
 //! All three follow one convention for a query row with no visible key: output exactly 0 and
 //! zero gradient (PyTorch SDPA / FlexAttention).
 
 pub mod block_sparse;
 pub mod fused;
+pub mod host;
 pub mod reference;
 
 use burn::nn::Dropout;
@@ -43,6 +46,8 @@ pub enum AttnKernel {
     BlockSparse,
     /// [`fused::attention`]: burn's fused attention (no dropout support).
     Fused,
+    /// [`host::attention`]: the CPU fast path on host memory (forward only, no dropout).
+    Host,
 }
 
 /// Options shared by the kernels.
@@ -144,5 +149,6 @@ pub fn masked_attention<B: Backend>(
         }
         AttnKernel::BlockSparse => block_sparse::attention(q, k, v, mask, options, dropout),
         AttnKernel::Fused => fused::attention(q, k, v, mask, options.scale),
+        AttnKernel::Host => host::attention(q, k, v, mask, options),
     }
 }

@@ -194,6 +194,7 @@ fn inference_matches_pytorch<B: Backend>(device: &B::Device) {
             AttnKernel::Reference,
             AttnKernel::BlockSparse,
             AttnKernel::Fused,
+            AttnKernel::Host,
         ] {
             let [q, k, v] = inputs();
             let opts = AttnOptions::default().with_tile(24);

@@ -7,8 +7,9 @@
 
 use crate::common::*;
 use burn::backend::Autodiff;
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use mask_attn::kernels::{block_sparse, fused, reference};
+use mask_attn::kernels::{block_sparse, fused, host as host_kernel, reference};
 use mask_attn::*;
 
 /// `fused_grads`: also compare the fused kernel's gradients (burn's decomposition). On wgpu they
@@ -81,6 +82,48 @@ fn check_case<B: AutodiffBackend>(seed: u64, fused_grads: bool, device: &B::Devi
                 );
             }
         }
+    }
+}
+
+/// The host kernel (forward only, per-example tile maps) against the reference on the same
+/// random shapes, masks and tile sizes, plus lengths large enough for several key runs.
+fn check_host<B: Backend>(seed: u64, device: &B::Device) {
+    let mut rng = mask_core::MaskRng::for_example(seed, 0, 0, 12);
+    let mut pick = |xs: &[usize]| xs[rng.below(xs.len() as u64) as usize];
+    let batch = pick(&[1, 2, 3]);
+    let heads = pick(&[1, 2, 3]);
+    let t = pick(&[1, 5, 17, 33, 50, 130]);
+    let d = pick(&[4, 8, 64]);
+    let tile = pick(&[4, 8, 16, 32]);
+    let shape = [batch, heads, t, d];
+    let n = batch * heads * t * d;
+    for kind in 0..crate::common::random_masks::KINDS.len() {
+        let mask = crate::common::random_masks::make(kind, batch, heads, t, seed);
+        let data = |s: u64| tensor::<B>(normal(n, seed * 100 + s), shape, device);
+        let m = mask_tensor::<B>(&*mask, batch, heads, t, t, device).unwrap();
+        let expected = host(reference::attention(
+            data(1),
+            data(2),
+            data(3),
+            Some(m),
+            None,
+            None,
+        ));
+        let opts = AttnOptions::default().with_tile(tile);
+        let got = host(host_kernel::attention(data(1), data(2), data(3), &*mask, &opts).unwrap());
+        let what = format!(
+            "seed {seed} host mask {} B{batch} H{heads} T{t} D{d} tile {tile}",
+            crate::common::random_masks::KINDS[kind]
+        );
+        assert_close(&what, &got, &wide(&expected), 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn host_kernel_agrees_with_reference_on_random_shapes() {
+    for seed in 0..16 {
+        check_host::<Cpu>(seed, &Default::default());
+        check_host::<burn::backend::Flex>(seed, &Default::default());
     }
 }
 

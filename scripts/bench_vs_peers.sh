@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Side-by-side speed against the PyTorch / HuggingFace peers, interleaved on this machine.
+#
+#   scripts/bench_vs_peers.sh [--quick]
+#
+# - Peers run from a venv: $PEERS_PYTHON if set, else one created at
+#   ${PEERS_VENV:-$HOME/.cache/dynmask-peers} from benches/peers/requirements.txt (~5.6 GiB:
+#   torch's PyPI wheel is the CUDA build; it runs on CPU).
+# - Ours: `cargo bench --bench peer_pairs -- ...` (benches/peer_pairs.rs), one process per
+#   measurement, like the peers.
+# - Each comparison runs ours and the peer alternately, 5 pairs (2 with --quick); the ratio is
+#   median(ours) vs median(peer), > 1 meaning we are faster. --quick also skips the secondary
+#   shapes (L=1024, forward+backward, compiled FlexAttention), which run 2 pairs each anyway. A peer that cannot run (e.g.
+#   compiled FlexAttention without a C++ compiler) is reported and skipped.
+# - Prints a Markdown table (what docs/benchmarks.md quotes), then one JSON line per comparison:
+#   {"bench": NAME, "ours": x, "peer": y, "unit": ..., "ratio": r}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PAIRS=5 FULL=1
+[[ "${1:-}" == "--quick" ]] && PAIRS=2 FULL=
+
+if [[ -n "${PEERS_PYTHON:-}" ]]; then
+  PY="$PEERS_PYTHON"
+else
+  VENV="${PEERS_VENV:-$HOME/.cache/dynmask-peers}"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q -r benches/peers/requirements.txt
+  fi
+  PY="$VENV/bin/python"
+fi
+
+cargo bench --bench peer_pairs --no-run -q 2>/dev/null || cargo bench --bench peer_pairs --no-run
+ours() { cargo bench -q --bench peer_pairs -- "$@" 2>/dev/null | grep '^{'; }
+peer() { "$PY" "$@" 2>/dev/null | grep '^{'; }
+
+RESULTS=$(mktemp)
+trap 'rm -f "$RESULTS"' EXIT
+
+# compare NAME HIGHER_IS_BETTER(1|0) -- OURS_ARGS -- PEER_ARGS
+compare() {
+  local name="$1" higher="$2"; shift 3
+  local ours_args=() peer_args=()
+  while [[ "$1" != "--" ]]; do ours_args+=("$1"); shift; done; shift
+  peer_args=("$@")
+  for ((i = 0; i < PAIRS; i++)); do
+    local o p
+    o=$(ours "${ours_args[@]}") || { echo "ours failed: $name" >&2; return; }
+    p=$(peer "${peer_args[@]}") || { echo "peer unavailable: $name (${peer_args[*]})" >&2; return; }
+    echo "{\"name\": \"$name\", \"higher\": $higher, \"ours\": $o, \"peer\": $p}" >> "$RESULTS"
+    echo "  $name pair $((i + 1))/$PAIRS done" >&2
+  done
+}
+
+compare mask_generation 1 -- mask_generation -- benches/peers/collator.py --format tensors
+compare mask_generation_vs_dicts 1 -- mask_generation -- benches/peers/collator.py --format dicts
+compare train_step_all_positions 1 -- train_step all -- benches/peers/hf_bert_step.py --json
+compare train_step_masked_positions 1 -- train_step masked -- benches/peers/hf_bert_step.py --json
+for mask in window128 documents4 none; do
+  name="attention_${mask/documents4/documents}"
+  name="${name/attention_none/attention_dense}"
+  compare "${name}_L2048" 0 -- attention "$mask" 2048 fwd -- benches/peers/sdpa.py --mask "$mask" --len 2048
+  # Secondary shapes, 2 pairs each (the table's `pairs` column says so): forward+backward and
+  # compiled FlexAttention cost ~30-60 s per process.
+  if [[ -n "$FULL" ]]; then
+    PAIRS=2 compare "${name}_L1024" 0 -- attention "$mask" 1024 fwd -- benches/peers/sdpa.py --mask "$mask" --len 1024
+    PAIRS=2 compare "${name}_L2048_fwd_bwd" 0 -- attention "$mask" 2048 fwd_bwd -- benches/peers/sdpa.py --mask "$mask" --len 2048 --backward
+  fi
+  if [[ -n "$FULL" ]] && command -v c++ >/dev/null; then
+    PAIRS=2 compare "${name}_L2048_vs_flex_attention" 0 -- attention "$mask" 2048 fwd -- benches/peers/sdpa.py --mask "$mask" --len 2048 --flex
+  fi
+done
+
+"$PY" - "$RESULTS" <<'PYEOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+names = list(dict.fromkeys(r["name"] for r in rows))
+print("| bench | ours (median) | peer (median) | unit | ratio (> 1: we are faster) | pairs |")
+print("|---|---|---|---|---|---|")
+out = []
+for n in names:
+    rs = [r for r in rows if r["name"] == n]
+    o = statistics.median(r["ours"]["value"] for r in rs)
+    p = statistics.median(r["peer"]["value"] for r in rs)
+    ratio = o / p if rs[0]["higher"] else p / o
+    unit = rs[0]["ours"]["unit"]
+    print(f"| {n} | {o:,.4g} | {p:,.4g} | {unit} | {ratio:.2f}x | {len(rs)} |")
+    out.append({"bench": n, "ours": o, "peer": p, "unit": unit, "ratio": round(ratio, 4)})
+for o in out:
+    print(json.dumps(o))
+PYEOF
