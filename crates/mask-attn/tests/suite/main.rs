@@ -6,4 +6,5 @@ mod config_serde;
 mod conformance;
 mod kernels_vs_reference;
 mod module;
+mod semantics;
 mod tiles;
