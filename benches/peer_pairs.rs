@@ -15,18 +15,22 @@
 //!   `hf_bert_step.py`). `all` computes logits at every position as HF does; `masked` runs the
 //!   head at the masked positions only, as `mask-train` trains.
 //!
+//! `DYNMASK_PEER_BACKEND=ndarray|wgpu` runs the train step (and forward+backward attention) on
+//! that backend instead of flex; on wgpu the forward attention uses burn's fused kernel, the GPU
+//! fast path (the host kernel is for CPUs).
+//!
 //! Run: `cargo bench --bench peer_pairs -- attention window128 2048 fwd`. The median of `--reps`
 //! timed runs (default 5) after warm-up is printed; figures are comparable only within one run
 //! of the script (the machine is noisy).
 
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
-use mask_attn::kernels::{block_sparse, host};
+use mask_attn::kernels::{block_sparse, fused, host};
 use mask_attn::*;
 use mask_core::{
     BatchContext, BatchMasker, MaskRng, MaskedBatch, MaskingConfig, RateSchedule, Regime,
@@ -117,6 +121,16 @@ fn mask_generation(reps: usize) {
 }
 
 fn attention(mask_name: &str, len: usize, backward: bool, reps: usize) {
+    match std::env::var("DYNMASK_PEER_BACKEND").as_deref() {
+        Ok("ndarray") => attention_on::<NdArray<f32>>(mask_name, len, backward, reps, false),
+        Ok("wgpu") => attention_on::<Wgpu>(mask_name, len, backward, reps, true),
+        _ => attention_on::<Flex>(mask_name, len, backward, reps, false),
+    }
+}
+
+/// `gpu`: forward through burn's fused kernel (a flash kernel on GPU backends) instead of the
+/// host kernel.
+fn attention_on<Bk: Backend>(mask_name: &str, len: usize, backward: bool, reps: usize, gpu: bool) {
     const B: usize = 4;
     const H: usize = 8;
     const D: usize = 64;
@@ -133,37 +147,37 @@ fn attention(mask_name: &str, len: usize, backward: bool, reps: usize) {
     let mut data = || -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect() };
     let (qd, kd, vd) = (data(), data(), data());
     let suffix = if backward { "_bwd" } else { "" };
+    let device: Bk::Device = Default::default();
     let secs = if backward {
-        type A = Autodiff<Flex>;
-        let device = Default::default();
         let t = |x: &Vec<f32>| {
-            Tensor::<A, 4>::from_data(TensorData::new(x.clone(), [B, H, len, D]), &device)
-                .require_grad()
+            Tensor::<Autodiff<Bk>, 4>::from_data(
+                TensorData::new(x.clone(), [B, H, len, D]),
+                &device,
+            )
+            .require_grad()
         };
         time(1, reps, || {
             let (q, k, v) = (t(&qd), t(&kd), t(&vd));
             let out =
                 block_sparse::attention(q, k, v, &*mask, &AttnOptions::default(), None).unwrap();
             let grads = out.sum().backward();
-            A::sync(&device).unwrap();
+            Autodiff::<Bk>::sync(&device).unwrap();
             std::hint::black_box(grads);
         })
     } else {
-        let device = Default::default();
         let t = |x: &Vec<f32>| {
-            Tensor::<Flex, 4>::from_data(TensorData::new(x.clone(), [B, H, len, D]), &device)
+            Tensor::<Bk, 4>::from_data(TensorData::new(x.clone(), [B, H, len, D]), &device)
         };
         let (q, k, v) = (t(&qd), t(&kd), t(&vd));
         time(2, reps, || {
-            let out = host::attention(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                &*mask,
-                &AttnOptions::default(),
-            )
+            let (q, k, v) = (q.clone(), k.clone(), v.clone());
+            let out = if gpu {
+                fused::attention(q, k, v, &*mask, None)
+            } else {
+                host::attention(q, k, v, &*mask, &AttnOptions::default())
+            }
             .unwrap();
-            Flex::sync(&device).unwrap();
+            Bk::sync(&device).unwrap();
             std::hint::black_box(out);
         })
     };
@@ -241,7 +255,14 @@ fn main() {
             mode == "fwd_bwd",
             reps,
         ),
-        ["train_step", which] => train_step::<Autodiff<Flex>>(which == "all", reps),
+        ["train_step", which] => {
+            let all = which == "all";
+            match std::env::var("DYNMASK_PEER_BACKEND").as_deref() {
+                Ok("ndarray") => train_step::<Autodiff<NdArray<f32>>>(all, reps),
+                Ok("wgpu") => train_step::<Autodiff<Wgpu>>(all, reps),
+                _ => train_step::<Autodiff<Flex>>(all, reps),
+            }
+        }
         _ => {
             eprintln!(
                 "usage: peer_pairs mask_generation | attention <none|window128|documents4> <len> \

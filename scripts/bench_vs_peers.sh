@@ -6,8 +6,8 @@
 # - Peers run from a venv: $PEERS_PYTHON if set, else one created at
 #   ${PEERS_VENV:-$HOME/.cache/dynmask-peers} from benches/peers/requirements.txt (~5.6 GiB:
 #   torch's PyPI wheel is the CUDA build; it runs on CPU).
-# - Ours: `cargo bench --bench peer_pairs -- ...` (benches/peer_pairs.rs), one process per
-#   measurement, like the peers.
+# - Ours: benches/peer_pairs.rs (built by `cargo bench --no-run`), one process per measurement,
+#   like the peers.
 # - Each comparison runs ours and the peer alternately, 5 pairs (2 with --quick); the ratio is
 #   median(ours) vs median(peer), > 1 meaning we are faster. --quick also skips the secondary
 #   shapes (L=1024, forward+backward, compiled FlexAttention), which run 2 pairs each anyway. A peer that cannot run (e.g.
@@ -31,8 +31,16 @@ else
   PY="$VENV/bin/python"
 fi
 
-cargo bench --bench peer_pairs --no-run -q 2>/dev/null || cargo bench --bench peer_pairs --no-run
-ours() { cargo bench -q --bench peer_pairs -- "$@" 2>/dev/null | grep '^{'; }
+# Build once, then run the binary itself (no cargo between pairs, and edits made while the
+# script runs cannot trigger a rebuild mid-comparison).
+OURS_BIN=$(cargo bench --bench peer_pairs --no-run --message-format=json 2>/dev/null \
+  | "$PY" -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_pairs" and m.get("executable"):
+        print(m["executable"])')
+[[ -x "$OURS_BIN" ]] || { echo "could not build benches/peer_pairs.rs" >&2; exit 1; }
+ours() { "$OURS_BIN" "$@" 2>/dev/null | grep '^{'; }
 peer() { "$PY" "$@" 2>/dev/null | grep '^{'; }
 
 RESULTS=$(mktemp)
@@ -71,6 +79,9 @@ for mask in window128 documents4 none; do
     PAIRS=2 compare "${name}_L2048_vs_flex_attention" 0 -- attention "$mask" 2048 fwd -- benches/peers/sdpa.py --mask "$mask" --len 2048 --flex
   fi
 done
+
+# RAW_OUT=path keeps every pair (docs/results/bench_vs_peers_pairs.jsonl is such a file).
+[[ -n "${RAW_OUT:-}" ]] && cp "$RESULTS" "$RAW_OUT"
 
 "$PY" - "$RESULTS" <<'PYEOF'
 import json, statistics, sys

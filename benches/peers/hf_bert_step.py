@@ -5,7 +5,7 @@ at batch 32 x 128 on 2 CPU threads. Prints training tokens/s (all 4,096 input to
 
     python benches/peers/hf_bert_step.py [--json]   # versions: benches/peers/requirements.txt
 
-With --json, prints one line {"bench": "train_step", "value": tokens/s, "unit": "tokens/s"}
+`--device cuda` runs it on the GPU (scripts/bench_gpu.sh). With --json, prints one line {"bench": "train_step", "value": tokens/s, "unit": "tokens/s"}
 (scripts/bench_vs_peers.sh).
 """
 import json
@@ -17,18 +17,21 @@ from transformers import BertConfig, BertForMaskedLM
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
+dev = torch.device("cuda" if "--device" in sys.argv and "cuda" in sys.argv else "cpu")
 config = BertConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                     intermediate_size=1024, max_position_embeddings=512)
-model = BertForMaskedLM(config).train()
+model = BertForMaskedLM(config).train().to(dev)
 optim = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-ids = torch.randint(5, 8192, (32, 128))
-labels = torch.where(torch.rand(32, 128) < 0.15, ids, torch.full_like(ids, -100))
+ids = torch.randint(5, 8192, (32, 128)).to(dev)
+labels = torch.where(torch.rand(32, 128, device=dev) < 0.15, ids, torch.full_like(ids, -100))
 
 def step():
     optim.zero_grad(set_to_none=True)
     loss = model(input_ids=ids, labels=labels).loss
     loss.backward()
     optim.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 for _ in range(3):
     step()

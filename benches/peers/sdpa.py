@@ -21,12 +21,19 @@ p.add_argument("--len", type=int, default=2048)
 p.add_argument("--backward", action="store_true")
 p.add_argument("--flex", action="store_true", help="compiled FlexAttention instead of SDPA")
 p.add_argument("--reps", type=int, default=5)
+p.add_argument("--device", default="cpu", help="cpu (2 threads) or cuda (scripts/bench_gpu.sh)")
 args = p.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
+dev = torch.device(args.device)
 B, H, D, L = 4, 8, 64, args.len
-q, k, v = (torch.rand(B, H, L, D) * 2 - 1 for _ in range(3))
-doc = torch.arange(L) // (L // 4)
+q, k, v = ((torch.rand(B, H, L, D) * 2 - 1).to(dev) for _ in range(3))
+doc = torch.arange(L, device=dev) // (L // 4)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def allowed(qi, ki):
@@ -44,14 +51,14 @@ if args.flex:
         return allowed(qi, ki)
 
     block = None if args.mask == "none" else create_block_mask(mask_mod, None, None, L, L,
-                                                               device="cpu")
+                                                               device=args.device)
     attend = torch.compile(flex_attention)
 
     def fwd(q, k, v):
         return attend(q, k, v, block_mask=block)
 else:
-    dense = None if args.mask == "none" else allowed(torch.arange(L)[:, None],
-                                                     torch.arange(L)[None, :])
+    pos = torch.arange(L, device=dev)
+    dense = None if args.mask == "none" else allowed(pos[:, None], pos[None, :])
 
     def fwd(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
@@ -68,10 +75,12 @@ def once():
 
 for _ in range(2):
     once()
+sync()
 times = []
 for _ in range(args.reps):
     t = time.perf_counter()
     once()
+    sync()
     times.append(time.perf_counter() - t)
 times.sort()
 suffix = "_bwd" if args.backward else ""
