@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use burn::prelude::Backend;
 use mask_attn::{AllowAll, KeyPadding};
 use mask_model::checkpoint::{write_atomic, Container};
 use mask_model::*;
@@ -173,6 +174,24 @@ fn corrupt_truncated_and_missing_files_are_refused() {
     );
 }
 
+/// Child half of the crash test below: saves a *different* model over `DYNMASK_CRASH_PATH`
+/// with the fault hook set, so the process aborts between the temp write and the rename (what
+/// a `kill -9` at that moment leaves). A no-op when run as an ordinary test.
+#[test]
+fn crash_child_saves_and_dies() {
+    let Some(path) = std::env::var_os("DYNMASK_CRASH_PATH") else {
+        return;
+    };
+    let config = mlm_config();
+    B::seed(&dev(), 99);
+    let other = config.init::<B>(&dev()).unwrap();
+    save_checkpoint::<B, _>(&other, &config, std::path::Path::new(&path)).unwrap();
+    unreachable!("the fault hook should have aborted the process");
+}
+
+/// A real interrupted write: a child process dies between writing the temp file and renaming
+/// it. The previous checkpoint must be byte-for-byte untouched and load to the same outputs, the
+/// dead child's temp file must be the only litter, and the sweep must remove it.
 #[test]
 fn interrupted_write_leaves_the_previous_checkpoint_loadable() {
     let dir = temp_dir("atomic");
@@ -180,10 +199,50 @@ fn interrupted_write_leaves_the_previous_checkpoint_loadable() {
     let model = config.init::<B>(&dev()).unwrap();
     let path = dir.join("mlm.ckpt");
     save_checkpoint::<B, _>(&model, &config, &path).unwrap();
-    // A crash after the temp write, before the rename, leaves a stray temp file only.
-    std::fs::write(dir.join(".mlm.ckpt.tmp.99999"), b"partial").unwrap();
-    load_checkpoint::<B, _>(&config, &path, &dev()).unwrap();
-    // A later successful write replaces the file whole.
+    let before = std::fs::read(&path).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "persistence::crash_child_saves_and_dies",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("DYNMASK_CRASH_PATH", &path)
+        .env(mask_attn::mask_core::io::FAULT_BEFORE_RENAME, "1")
+        .output()
+        .unwrap();
+    assert!(
+        !child.status.success(),
+        "the fault hook should have killed the child"
+    );
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let litter: Vec<String> = names().into_iter().filter(|n| n != "mlm.ckpt").collect();
+    assert!(
+        litter.len() == 1 && litter[0].starts_with(".mlm.ckpt.tmp."),
+        "expected one temp file of the dead child: {litter:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the checkpoint was touched"
+    );
+    let loaded = load_checkpoint::<B, _>(&config, &path, &dev()).unwrap();
+    let ids = ids_tensor::<B>("ids", &[2, 5, 7, 3], 1, config.encoder.vocab_size, &dev()).unwrap();
+    let (a, b) = (
+        model.forward(ids.clone(), &AllowAll).unwrap(),
+        loaded.forward(ids, &AllowAll).unwrap(),
+    );
+    assert_eq!(a.into_data(), b.into_data(), "the loaded model differs");
+    // The dead child's temp file is swept; a later successful write replaces the file whole.
+    let swept = mask_attn::mask_core::io::sweep_stale_temp_files(&dir).unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!(names(), vec!["mlm.ckpt".to_string()]);
     write_atomic(&dir.join("plain"), b"one").unwrap();
     write_atomic(&dir.join("plain"), b"two").unwrap();
     assert_eq!(std::fs::read(dir.join("plain")).unwrap(), b"two");
