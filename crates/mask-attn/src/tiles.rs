@@ -205,6 +205,36 @@ impl TileMap {
         }
     }
 
+    /// Runs of consecutive non-empty key tiles of one kind for query tile `qt`, each at most
+    /// `max_width` keys wide (a wider run is split at a tile boundary), given each key tile's
+    /// kind: [`Self::union_kind`] for kernels batched over B and H, [`Self::kind`] for
+    /// per-example ones. One run is one product in the kernels.
+    pub fn key_runs(
+        &self,
+        kind_of: impl Fn(usize) -> TileKind,
+        max_width: usize,
+    ) -> Vec<(Range<usize>, TileKind)> {
+        let mut runs: Vec<(Range<usize>, TileKind)> = vec![];
+        for kt in 0..self.n_kt {
+            let kind = kind_of(kt);
+            if kind == TileKind::Empty {
+                continue;
+            }
+            let r = self.k_range(kt);
+            match runs.last_mut() {
+                Some((last, last_kind))
+                    if *last_kind == kind
+                        && last.end == r.start
+                        && r.end - last.start <= max_width =>
+                {
+                    last.end = r.end
+                }
+                _ => runs.push((r, kind)),
+            }
+        }
+        runs
+    }
+
     /// Counts of (empty, full, partial) tiles over the union map.
     pub fn union_counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);

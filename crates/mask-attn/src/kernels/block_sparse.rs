@@ -29,8 +29,6 @@
 //! - Under `Autodiff` the backward pass is burn's derivative of these ops: correct, and it
 //!   stores each run's probabilities (memory grows with the non-empty area, not T x S).
 
-use std::ops::Range;
-
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::{Bool, TensorData};
@@ -39,25 +37,6 @@ use super::{check_qkv, AttnOptions, MASKED_SCORE, MIN_DENOMINATOR};
 use crate::error::Result;
 use crate::mask::{AttnMask, TileKind};
 use crate::tiles::{allowed_block, TileMap};
-
-/// Runs of consecutive non-empty key tiles of one kind, for query tile `qt`.
-fn key_runs(map: &TileMap, qt: usize) -> Vec<(Range<usize>, TileKind)> {
-    let mut runs: Vec<(Range<usize>, TileKind)> = vec![];
-    for kt in 0..map.n_k_tiles() {
-        let kind = map.union_kind(qt, kt);
-        if kind == TileKind::Empty {
-            continue;
-        }
-        let r = map.k_range(kt);
-        match runs.last_mut() {
-            Some((last, last_kind)) if *last_kind == kind && last.end == r.start => {
-                last.end = r.end
-            }
-            _ => runs.push((r, kind)),
-        }
-    }
-    runs
-}
 
 /// Block-sparse masked attention.
 ///
@@ -114,7 +93,7 @@ pub fn attention_with_map<B: Backend>(
     for qt in 0..map.n_q_tiles() {
         let qr = map.q_range(qt);
         let tq = qr.len();
-        let runs = key_runs(map, qt);
+        let runs = map.key_runs(|kt| map.union_kind(qt, kt), usize::MAX);
         if runs.is_empty() {
             // No visible key for any row of this tile: output 0, no gradient path.
             outputs.push(Tensor::zeros([batch, heads, tq, v_dim], &device));

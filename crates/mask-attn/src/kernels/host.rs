@@ -177,7 +177,7 @@ pub fn attention_host(
                 .enumerate()
                 .for_each(|(qt, acc)| {
                     let qr = map.q_range(qt);
-                    let runs = key_runs(map, b, mh, qt);
+                    let runs = map.key_runs(|kt| map.kind(b, mh, qt, kt), MAX_RUN);
                     let task = Task {
                         b,
                         h,
@@ -195,27 +195,6 @@ pub fn attention_host(
                 });
         });
     out
-}
-
-/// Runs of consecutive non-empty key tiles of one kind for (b, head `mh` of the map, `qt`).
-fn key_runs(map: &TileMap, b: usize, mh: usize, qt: usize) -> Vec<(Range<usize>, TileKind)> {
-    let mut runs: Vec<(Range<usize>, TileKind)> = vec![];
-    for kt in 0..map.n_k_tiles() {
-        let kind = map.kind(b, mh, qt, kt);
-        if kind == TileKind::Empty {
-            continue;
-        }
-        let r = map.k_range(kt);
-        match runs.last_mut() {
-            Some((last, last_kind))
-                if *last_kind == kind && last.end == r.start && r.end - last.start <= MAX_RUN =>
-            {
-                last.end = r.end
-            }
-            _ => runs.push((r, kind)),
-        }
-    }
-    runs
 }
 
 /// Widest run of key tiles merged into one product: the score block `[Tq, W]` of 128 x 512
