@@ -164,6 +164,11 @@ impl TileMap {
         self.n_kt
     }
 
+    /// `(batch, seq_q, seq_k)` the map was built for.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.batch, self.seq_q, self.seq_k)
+    }
+
     /// Heads the map was built for (1 for head-independent masks).
     pub fn heads(&self) -> usize {
         self.hm

@@ -104,7 +104,7 @@ pub fn attention<B: Backend>(
         mask,
         &map,
         options.scale_for(head_dim) as f32,
-    );
+    )?;
     Ok(Tensor::from_data(
         TensorData::new(out, [batch, heads, seq_q, v_dim]),
         &device,
@@ -131,8 +131,9 @@ pub struct HostDims {
 /// The kernel on row-major host slices `q [B, H, T, D]`, `k [B, H, S, D]`, `v [B, H, S, Dv]`;
 /// returns `[B, H, T, Dv]`. `map` must have been built for `mask` at these sizes.
 ///
-/// # Panics
-/// If a slice's length disagrees with `dims` (a caller bug; [`attention`] checks shapes).
+/// # Errors
+/// [`AttnError::Length`] naming the slice whose length disagrees with `dims`, and
+/// [`AttnError::Shape`] if `map` was built for other sizes.
 pub fn attention_host(
     q: &[f32],
     k: &[f32],
@@ -141,7 +142,7 @@ pub fn attention_host(
     mask: &dyn AttnMask,
     map: &TileMap,
     scale: f32,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let HostDims {
         batch,
         heads,
@@ -150,12 +151,42 @@ pub fn attention_host(
         head_dim: d,
         v_dim: dv,
     } = dims;
-    assert_eq!(q.len(), batch * heads * seq_q * d, "q");
-    assert_eq!(k.len(), batch * heads * seq_k * d, "k");
-    assert_eq!(v.len(), batch * heads * seq_k * dv, "v");
+    for (field, got, expected) in [
+        ("q", q.len(), batch * heads * seq_q * d),
+        ("k", k.len(), batch * heads * seq_k * d),
+        ("v", v.len(), batch * heads * seq_k * dv),
+    ] {
+        if got != expected {
+            return Err(AttnError::Length {
+                field,
+                expected,
+                got,
+            });
+        }
+    }
+    let (map_batch, map_q, map_k) = map.sizes();
+    let map_heads_ok = map.heads() == 1 || map.heads() == heads;
+    for (what, expected, got) in [
+        ("batch of the tile map", batch, map_batch),
+        ("query positions of the tile map", seq_q, map_q),
+        ("key positions of the tile map", seq_k, map_k),
+        (
+            "heads of the tile map",
+            heads,
+            if map_heads_ok { heads } else { map.heads() },
+        ),
+    ] {
+        if expected != got {
+            return Err(AttnError::Shape {
+                what: what.into(),
+                expected,
+                got,
+            });
+        }
+    }
     let mut out = vec![0.0f32; batch * heads * seq_q * dv];
     if out.is_empty() {
-        return out;
+        return Ok(out);
     }
     let tile_rows = map.q_range(0).len().max(1);
     let hm = map.heads();
@@ -194,7 +225,7 @@ pub fn attention_host(
                     task.run(q_head, k_head, v_head, &runs, acc);
                 });
         });
-    out
+    Ok(out)
 }
 
 /// Widest run of key tiles merged into one product: the score block `[Tq, W]` of 128 x 512
@@ -521,5 +552,40 @@ mod tests {
             9.0
         );
         assert_eq!(row_max(&[]), f32::NEG_INFINITY);
+    }
+
+    /// Wrong slice lengths or a map of other sizes are typed errors, not panics.
+    #[test]
+    fn mismatched_inputs_are_refused_by_name() {
+        use crate::mask::Causal;
+        let dims = HostDims {
+            batch: 1,
+            heads: 2,
+            seq_q: 4,
+            seq_k: 4,
+            head_dim: 2,
+            v_dim: 2,
+        };
+        let map = TileMap::build(&Causal, 1, 2, 4, 4, 2, 2).unwrap();
+        let x = vec![0.5f32; 16];
+        assert!(attention_host(&x, &x, &x, dims, &Causal, &map, 1.0).is_ok());
+        let err = attention_host(&x[..15], &x, &x, dims, &Causal, &map, 1.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttnError::Length {
+                    field: "q",
+                    expected: 16,
+                    got: 15
+                }
+            ),
+            "{err}"
+        );
+        let other = TileMap::build(&Causal, 1, 2, 5, 5, 2, 2).unwrap();
+        let err = attention_host(&x, &x, &x, dims, &Causal, &other, 1.0).unwrap_err();
+        assert!(
+            err.to_string().contains("query positions of the tile map"),
+            "{err}"
+        );
     }
 }
