@@ -93,6 +93,15 @@ impl BatchSchedule {
         let order = cache.get(self.n_examples, self.seed, self.epoch_of(step));
         order[within * self.batch_size..(within + 1) * self.batch_size].to_vec()
     }
+
+    /// The examples of step `step`, borrowed from `items` (the data set this schedule was built
+    /// for, `items.len() == n_examples`), in batch order.
+    pub fn rows_at<'a, T>(&self, items: &'a [T], step: u64, cache: &mut EpochOrder) -> Vec<&'a T> {
+        self.indices_at_cached(step, cache)
+            .into_iter()
+            .map(|i| &items[i])
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +122,14 @@ mod tests {
         let mut cache = EpochOrder::default();
         for k in 0..9 {
             assert_eq!(s.indices_at_cached(k, &mut cache), s.indices_at(k));
+            let items: Vec<usize> = (100..110).collect();
+            let rows: Vec<usize> = s
+                .rows_at(&items, k, &mut cache)
+                .into_iter()
+                .copied()
+                .collect();
+            let want: Vec<usize> = s.indices_at(k).iter().map(|i| 100 + i).collect();
+            assert_eq!(rows, want);
         }
         assert!(BatchSchedule::new(2, 3, 0).is_err());
         assert!(BatchSchedule::new(2, 0, 0).is_err());

@@ -214,11 +214,7 @@ impl<B: AutodiffBackend> TrainTask<B> for CausalLmTask {
 
     fn batch(&mut self, seed: u64, step: u64, batch_size: usize) -> Result<LmBatch> {
         let schedule = BatchSchedule::new(self.docs.len(), batch_size, seed)?;
-        let rows: Vec<&Encoded> = schedule
-            .indices_at_cached(step, &mut self.order)
-            .into_iter()
-            .map(|i| &self.docs[i])
-            .collect();
+        let rows = schedule.rows_at(&self.docs, step, &mut self.order);
         Ok(lm_batch(&rows, self.pad_id, schedule.epoch_of(step)))
     }
 

@@ -227,11 +227,7 @@ impl<B: AutodiffBackend> TrainTask<B> for SequenceClassificationTask<B> {
 
     fn batch(&mut self, seed: u64, step: u64, batch_size: usize) -> Result<DocBatch> {
         let schedule = BatchSchedule::new(self.train.len(), batch_size, seed)?;
-        let rows: Vec<&LabeledDoc> = schedule
-            .indices_at_cached(step, &mut self.order)
-            .into_iter()
-            .map(|i| &self.train[i])
-            .collect();
+        let rows = schedule.rows_at(&self.train, step, &mut self.order);
         Ok(doc_batch(&rows, self.pad_id, schedule.epoch_of(step)))
     }
 
