@@ -12,7 +12,8 @@
 //!   and [`LearnerEvent`]s. It never prints.
 //! - [`run`]: one directory per run (checkpoints, JSONL log, resolved config, result), pruned
 //!   and resumed without touching other runs.
-//! - [`metrics`]: masked-LM, classification and ranking metrics.
+//! - [`metrics`]: masked-LM, classification and ranking metrics; [`heldout`]: held-out MLM
+//!   scores split by corruption kind and token frequency, beside a unigram baseline.
 //!
 //! Data (corpora, tokenizer, images, MovieLens) lives in `mask-data`; the studies and the
 //! `dynmask` CLI live in the root package.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod heldout;
 pub mod learner;
 pub mod metrics;
 pub mod run;
@@ -31,8 +33,8 @@ pub use config::TrainConfig;
 pub use error::{Result, TrainError};
 pub use events::{EvalRecord, LearnerEvent, StepRecord, StepTiming};
 pub use learner::{
-    dropout_seed, load_model, CheckpointPolicy, EarlyStopping, Learner, LearnerState,
-    ResumeOptions, SessionTiming,
+    backend_rng_lock, dropout_seed, load_model, CheckpointPolicy, EarlyStopping, Learner,
+    LearnerState, ResumeOptions, SessionTiming,
 };
 pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics, RankMetrics};
 pub use run::{JsonlLog, RunDir};

@@ -47,6 +47,19 @@ const STATE: &str = "learner.state";
 const MODEL: &str = "model";
 const OPTIMIZER: &str = "optimizer";
 
+/// burn's backend random generator is process-wide: `B::seed` and every draw (parameter
+/// initialisation, dropout masks) share one stream. Learners take this lock around seeding plus
+/// initialisation, so a run's initial weights depend on its seed alone even when several runs
+/// start on threads of one process. Dropout draws inside steps are not covered: runs with
+/// dropout must not train concurrently in one process (the studies refuse `jobs > 1` with
+/// dropout).
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the backend's random generator for seeding and drawing (see [`BACKEND_RNG`]).
+pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The dropout seed of `step` of a run seeded `seed` (the one formula every task uses).
 pub fn dropout_seed(seed: u64, step: u64) -> u64 {
     mask_core::mix64(seed ^ 0xd50f_a11c_e5ee_d000 ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -219,8 +232,11 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
     pub fn new(task: T, config: TrainConfig, device: &B::Device) -> Result<Self> {
         config.validate()?;
         check_batch(&task, &config)?;
-        B::seed(device, config.seed);
-        let model = task.init_model(device)?;
+        let model = {
+            let _rng = backend_rng_lock();
+            B::seed(device, config.seed);
+            task.init_model(device)?
+        };
         Ok(Self {
             optim: adamw::<B, T::Model>(&config),
             task,
@@ -278,13 +294,12 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
         if options.allow_extend && stored.steps != config.steps {
             state.stopped_early = false;
         }
-        B::seed(device, config.seed);
-        let model = load_record_bytes(
-            task.init_model(device)?,
-            c.require(MODEL, &name)?,
-            &name,
-            device,
-        )?;
+        let initial = {
+            let _rng = backend_rng_lock();
+            B::seed(device, config.seed);
+            task.init_model(device)?
+        };
+        let model = load_record_bytes(initial, c.require(MODEL, &name)?, &name, device)?;
         let record = Recorder::<B>::load(
             &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
             c.require(OPTIMIZER, &name)?.to_vec(),
@@ -375,7 +390,10 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
     /// A non-finite loss or gradient norm is an error before anything is updated.
     pub fn step(&mut self, batch: &T::Batch) -> Result<StepRecord> {
         let step = self.state.step;
-        B::seed(&self.device, dropout_seed(self.config.seed, step));
+        {
+            let _rng = backend_rng_lock();
+            B::seed(&self.device, dropout_seed(self.config.seed, step));
+        }
         let info = self.task.describe(batch);
         let lr = self.config.lr_at(step);
         let (loss, grad_norm) = match self.task.forward(&self.model, batch, &self.device)? {

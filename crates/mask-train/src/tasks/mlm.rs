@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{invalid, Result, TrainError};
+use crate::heldout::{Corruption, ScoredToken};
 use crate::metrics::MlmMetrics;
 use crate::task::{BatchInfo, Metrics, TaskOutput, TrainTask};
 use crate::tasks::{docs_digest, text_bindings};
@@ -179,8 +180,24 @@ pub fn evaluate_mlm<B: Backend>(
     eval: &EvalSet,
     device: &B::Device,
 ) -> Result<MlmMetrics> {
-    let vocab = model.encoder.vocab_size;
     let mut metrics = MlmMetrics::default();
+    for t in score_mlm(model, eval, u32::MAX, device)? {
+        metrics.add(&[t.loss], &[t.correct]);
+    }
+    Ok(metrics)
+}
+
+/// Scores every masked position of `eval` with `model` (no dropout, no autodiff): its document
+/// (the batch's example index), target, corruption (read against `mask_id`), loss and whether
+/// the arg-max was right, in batch order.
+pub fn score_mlm<B: Backend>(
+    model: &MlmModel<B>,
+    eval: &EvalSet,
+    mask_id: u32,
+    device: &B::Device,
+) -> Result<Vec<ScoredToken>> {
+    let vocab = model.encoder.vocab_size;
+    let mut scored = Vec::new();
     for batch in &eval.batches {
         let targets = MaskedTargets::from_labels(&batch.labels, vocab)?;
         if targets.is_empty() {
@@ -204,14 +221,19 @@ pub fn evaluate_mlm<B: Backend>(
             .convert::<f32>()
             .to_vec()
             .map_err(|e| invalid("losses", format!("{e:?}"), "float tensor"))?;
-        let correct: Vec<bool> = predicted
-            .iter()
-            .zip(&targets.targets)
-            .map(|(p, t)| p == t)
-            .collect();
-        metrics.add(&losses, &correct);
+        for (k, &pos) in targets.positions.iter().enumerate() {
+            let pos = pos as usize;
+            let target = targets.targets[k] as u32;
+            scored.push(ScoredToken {
+                doc: batch.example_indices[pos / batch.seq_len] as usize,
+                target,
+                corruption: Corruption::of(batch.input_ids[pos], target, mask_id),
+                loss: losses[k],
+                correct: predicted[k] == targets.targets[k],
+            });
+        }
     }
-    Ok(metrics)
+    Ok(scored)
 }
 
 /// Hands the per-token losses of one step back, one example at a time: `observe(original ids
