@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +40,7 @@ pub struct Renderer {
     quiet: bool,
     tty: bool,
     runs: HashMap<String, RunProgress>,
+    bars: MultiProgress,
 }
 
 impl Renderer {
@@ -49,6 +50,7 @@ impl Renderer {
             quiet,
             tty: std::io::stderr().is_terminal(),
             runs: HashMap::new(),
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
         }
     }
 
@@ -61,8 +63,8 @@ impl Renderer {
             StudyEvent::Note(text) => self.line(text),
             StudyEvent::RunStarted { run, done, steps } => {
                 let bar = self.tty.then(|| {
-                    let bar =
-                        ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+                    // One bar per run, stacked: a study may train several runs at once.
+                    let bar = self.bars.add(ProgressBar::new(steps));
                     bar.set_style(
                         ProgressStyle::with_template(
                             "{prefix:>22} [{bar:24}] {pos}/{len} {msg} | {per_sec} | ETA {eta}",
@@ -125,6 +127,7 @@ impl Renderer {
             StudyEvent::RunFinished { run, reused } => {
                 if let Some(bar) = self.runs.remove(run).and_then(|p| p.bar) {
                     bar.finish_and_clear();
+                    self.bars.remove(&bar);
                 }
                 if reused {
                     self.line(&format!("{run}: finished earlier, result reused"));
@@ -134,9 +137,10 @@ impl Renderer {
     }
 
     fn line(&self, text: &str) {
-        match self.runs.values().find_map(|p| p.bar.as_ref()) {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+        if self.tty {
+            let _ = self.bars.println(text);
+        } else {
+            eprintln!("{text}");
         }
     }
 }
@@ -193,6 +197,10 @@ pub struct RunArgs {
     /// No progress output (errors only).
     #[arg(long)]
     pub quiet: bool,
+    /// Text studies: runs trained at once, one thread each (overrides `jobs`; results do not
+    /// depend on it).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// An error of a binary: anything displayable.
@@ -238,6 +246,16 @@ impl RunArgs {
                     $x.seeds = s.clone();
                 }
             }};
+        }
+        match (&mut s, self.jobs) {
+            (Study::Text(t), Some(j)) => t.jobs = j,
+            (_, Some(j)) if j != 1 => {
+                return Err(format!(
+                "`--jobs` = {j} applies to text studies only (this study runs one run at a time)"
+            )
+                .into())
+            }
+            _ => {}
         }
         match &mut s {
             Study::Text(t) => apply!(t),

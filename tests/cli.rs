@@ -68,8 +68,8 @@ fn bad_inputs_fail_with_clear_messages() {
     let with_corpus = edited(
         &dir,
         "corpus.toml",
-        "seeds = [0]",
-        &format!("seeds = [0]\ncorpus = \"{}\"", empty.display()),
+        "seeds = [0, 1, 2]",
+        &format!("seeds = [0, 1, 2]\ncorpus = \"{}\"", empty.display()),
     );
     let out = dir.join("o");
     let (ok, _, err) = dynmask(&["compare", s(&with_corpus), "--out-dir", s(&out)]);
@@ -359,22 +359,37 @@ fn the_main_job_repeats_exactly_in_fresh_directories() {
         for r in v["runs"].as_array_mut().unwrap() {
             r.as_object_mut().unwrap().remove("seconds");
         }
+        // Where a study ran and how many runs at a time do not change its numbers.
         v["study"].as_object_mut().unwrap().remove("out_dir");
+        v["study"].as_object_mut().unwrap().remove("jobs");
         v
     };
-    for name in ["one", "two"] {
+    // Two runs at once, then one at a time: the same numbers.
+    for (name, jobs) in [("one", "2"), ("two", "1")] {
         let (ok, _, err) = dynmask(&[
             "compare",
             &text_config(),
             "--quick",
             "--steps",
             "24",
+            "--jobs",
+            jobs,
             "--out-dir",
             s(&dir.join(name)),
         ]);
         assert!(ok, "{err}");
     }
-    assert_eq!(read(&dir.join("one")), read(&dir.join("two")));
+    let (one, two) = (read(&dir.join("one")), read(&dir.join("two")));
+    assert_eq!(one, two);
+    // Every run carries the held-out protocol's headline beside its baseline, and the study
+    // its contrasts.
+    for r in one["runs"].as_array().unwrap() {
+        let h = &r["heldout"];
+        let (loss, unigram) = (h["mask_token_loss"].as_f64(), h["unigram_loss"].as_f64());
+        assert!(loss.unwrap() > 0.0 && unigram.unwrap() > 0.0, "{h}");
+        assert_eq!(h["masks"].as_array().unwrap().len(), 5);
+    }
+    assert_eq!(one["contrasts"].as_array().unwrap().len(), 3);
     let text = std::fs::read_to_string(dir.join("one/results.json")).unwrap();
     assert!(!text.contains("null") && !text.contains("NaN"));
     // Runs have their own directories; a second compare is refused, --resume reuses, --fresh
@@ -463,7 +478,7 @@ fn vision_and_recsys_studies_run_quick_through_compare() {
 }
 
 #[test]
-fn plot_redraws_a_finished_study_and_refuses_other_files() {
+fn report_prints_the_tables_of_a_finished_study_and_refuses_other_files() {
     let dir = temp_dir("plot");
     let out = dir.join("study");
     let (ok, _, err) = dynmask(&[
@@ -478,9 +493,18 @@ fn plot_redraws_a_finished_study_and_refuses_other_files() {
     assert!(ok, "{err}");
     let svg = dir.join("again.svg");
     let results = out.join("results.json");
-    let (ok, stdout, err) = dynmask(&["plot", s(&results), "--out", s(&svg)]);
+    let (ok, stdout, err) = dynmask(&["report", s(&results), "--out", s(&svg)]);
     assert!(ok, "{err}");
-    assert_eq!(stdout.matches("| static k=").count(), 2, "{stdout}");
+    // The headline, breakdown and per-mask tables have a row per static arm; the contrasts
+    // table's rows are static k=4 - static k=1, dynamic - static k=1, dynamic - static k=4.
+    assert_eq!(stdout.matches("| static k=").count(), 3 * 2 + 1, "{stdout}");
+    assert!(stdout.contains("| dynamic - static k=4 |"), "{stdout}");
+    assert!(
+        stdout.contains("| unigram |") && stdout.contains("Holm"),
+        "{stdout}"
+    );
+    let (ok, again, _) = dynmask(&["plot", s(&results), "--out", s(&svg)]);
+    assert!(ok && again == stdout, "`plot` is an alias of `report`");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(
         text.starts_with("<svg") && text.contains("dynamic"),

@@ -8,7 +8,7 @@
 //! dynmask pretrain configs/static_vs_dynamic.toml --arm dynamic --resume   # newest checkpoint
 //! dynmask eval configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
 //! dynmask finetune configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
-//! dynmask plot runs/static_vs_dynamic/results.json                 # redraw a finished study
+//! dynmask report runs/static_vs_dynamic/results.json               # tables + curves of a finished study
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -114,8 +114,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Print the table and redraw the curves of a finished study's results.json.
-    Plot {
+    /// Print the report tables and redraw the curves of a finished study's results.json (the
+    /// tables in docs/ are this command's output on committed results files).
+    #[command(alias = "plot")]
+    Report {
         /// `results.json` written by `compare`.
         results: PathBuf,
         /// SVG to write. Default: curves.svg next to the results.
@@ -159,7 +161,7 @@ fn run<B: AutodiffBackend>(
         Command::Pretrain { common, .. }
         | Command::Eval { common, .. }
         | Command::Finetune { common, .. } => common.quiet,
-        Command::Compare { .. } | Command::Plot { .. } => false,
+        Command::Compare { .. } | Command::Report { .. } => false,
     };
     let mut renderer = Renderer::new(quiet);
     let sink = &mut |e: StudyEvent<'_>| renderer.event(e);
@@ -273,6 +275,25 @@ fn run<B: AutodiffBackend>(
                     m.perplexity(),
                     m.tokens
                 );
+                let h = studies::text::heldout_protocol(s, &data, &model.valid(), device)?;
+                println!(
+                    "[MASK] positions under `{}`: loss {:.4} vs unigram {:.4} (gain {:.4} nats), \
+                     acc {:.2}%",
+                    s.eval_masks[0].name,
+                    h.mask_token_loss,
+                    h.unigram_loss,
+                    h.unigram_loss - h.mask_token_loss,
+                    h.mask_token_acc * 100.0
+                );
+                for m in &h.masks {
+                    println!(
+                        "  {}: loss {:.4} vs unigram {:.4} over {} masked tokens",
+                        m.name,
+                        m.breakdown.all.loss,
+                        m.breakdown.all.unigram_loss,
+                        m.breakdown.all.tokens
+                    );
+                }
             }
             Study::Vision(s) => {
                 let data = studies::vision::VisionData::prepare(s)?;
@@ -343,7 +364,7 @@ fn run<B: AutodiffBackend>(
                 .into())
             }
         },
-        Command::Compare { .. } | Command::Plot { .. } => {
+        Command::Compare { .. } | Command::Report { .. } => {
             unreachable!("handled before the backend starts")
         }
     }
@@ -400,7 +421,7 @@ fn main() {
     let cli = Cli::parse();
     let result = (|| -> Result<(), Error> {
         let common = match &cli.command {
-            Command::Plot { results, out } => return plot(results, out.clone()),
+            Command::Report { results, out } => return plot(results, out.clone()),
             Command::Compare { config, args } => {
                 println!("{}", compare(load_study(config)?, args)?);
                 return Ok(());

@@ -50,6 +50,18 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(())
 }
 
+/// `value` as a reader of its JSON file sees it: serialised to text and parsed back. serde_json's
+/// float parsing may differ from the written value in the last bit, so a study computes its
+/// summaries (contrasts, bootstraps) from results as written, and a rerun that reuses finished
+/// runs' files gives the same summaries as the run that wrote them.
+pub fn as_written<T: Serialize + serde::de::DeserializeOwned>(value: T) -> Result<T> {
+    let err = |e: serde_json::Error| StudyError::Output {
+        path: "<result>".into(),
+        reason: e.to_string(),
+    };
+    serde_json::from_str(&serde_json::to_string(&value).map_err(err)?).map_err(err)
+}
+
 /// Writes `text` to `path` atomically.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     mask_core::io::write_atomic(path, text.as_bytes()).map_err(|e| StudyError::Output {

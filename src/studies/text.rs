@@ -7,29 +7,33 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use mask_core::{
     CorruptionConfig, MaskingConfig, PmiTable, PmiTableConfig, RateSchedule, Regime,
     SelectionConfig, SelectorResources, TokenStats, VocabSpec,
 };
 use mask_data::{text, Encoded, TextTokenizer, TokenizerConfig};
 use mask_model::{
-    ClassifierConfig, MlmConfig, MlmModel, PositionEncoding, TextEncoderConfig, TransformerConfig,
+    ClassifierConfig, MlmConfig, MlmModel, NormPlacement, PositionEncoding, TextEncoderConfig,
+    TransformerConfig,
 };
+use mask_train::heldout::{breakdown, Breakdown, DocSums, HeldoutStats, Unigram};
 use mask_train::tasks::classification::{
     ClassificationEval, LabeledDoc, SequenceClassificationTask,
 };
-use mask_train::tasks::mlm::{EvalSet, MlmEval, MlmTask};
+use mask_train::tasks::mlm::{score_mlm, EvalSet, MlmEval, MlmTask};
 use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, TrainConfig};
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
 use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
-use super::report::{fmt_mean_std, mean_std, write_json, write_text};
+use super::report::{as_written, fmt_mean_std, mean_std, write_json, write_text};
+use super::stats::{holm, paired_bootstrap, paired_t, verdict, PairedT};
 use super::{
-    check_fits, forward, invalid, transformer_step_bytes, Existing, Result, Sink, StudyError,
-    StudyEvent,
+    check_fits, forward, invalid, run_parallel, transformer_step_bytes, Existing, Result, Sink,
+    StudyError, StudyEvent,
 };
 
 /// Seed of the fixed evaluation mask (the same for every arm and run).
@@ -66,6 +70,83 @@ impl ArmConfig {
     }
 }
 
+/// One evaluation mask of the held-out protocol: every run is scored under each, averaged over
+/// `eval_mask_seeds` fixed mask seeds (the same masks for every arm and run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalMaskConfig {
+    /// Name in the results.
+    pub name: String,
+    /// Selection. Default: bernoulli
+    #[serde(default)]
+    pub selection: SelectionConfig,
+    /// Masking rate. Default: 0.15
+    #[serde(default = "default_mask_prob")]
+    pub mask_prob: f64,
+    /// Corruption. Default: 80/10/10
+    #[serde(default)]
+    pub corruption: CorruptionConfig,
+}
+
+fn default_mask_prob() -> f64 {
+    0.15
+}
+
+impl EvalMaskConfig {
+    fn new(name: &str, selection: SelectionConfig, mask_prob: f64, mask_only: bool) -> Self {
+        let corruption = if mask_only {
+            CorruptionConfig {
+                mask_replace_prob: 1.0,
+                random_replace_prob: 0.0,
+                per_unit: false,
+            }
+        } else {
+            CorruptionConfig::default()
+        };
+        Self {
+            name: name.into(),
+            selection,
+            mask_prob,
+            corruption,
+        }
+    }
+
+    /// The default protocol: BERT's 15% with 80/10/10 first (its `[MASK]` positions give the
+    /// headline `mask_token_loss`), then `[MASK]`-only 15% and 40%, SpanBERT spans and PMI
+    /// units at 15%.
+    pub fn protocol() -> Vec<Self> {
+        use SelectionConfig as S;
+        vec![
+            Self::new("BERT 15%", S::Bernoulli {}, 0.15, false),
+            Self::new("[MASK] 15%", S::Bernoulli {}, 0.15, true),
+            Self::new("[MASK] 40%", S::Bernoulli {}, 0.40, true),
+            Self::new(
+                "span 15%",
+                S::Span {
+                    geometric_p: 0.2,
+                    min_span: 1,
+                    max_span: 10,
+                    anchor: Default::default(),
+                },
+                0.15,
+                true,
+            ),
+            Self::new("PMI 15%", S::PmiSpan { max_ngram: 4 }, 0.15, true),
+        ]
+    }
+
+    /// The masking config of this evaluation mask over `vocab` (dynamic: each mask seed draws
+    /// its own mask).
+    pub fn masking(&self, vocab: VocabSpec) -> MaskingConfig {
+        MaskingConfig::new(vocab)
+            .with_selection(self.selection)
+            .with_rate(RateSchedule::Constant {
+                mask_prob: self.mask_prob,
+            })
+            .with_corruption(self.corruption)
+    }
+}
+
 /// Encoder size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +161,10 @@ pub struct ModelSize {
     pub d_ff: usize,
     /// Dropout. Default: 0.1
     pub dropout: f64,
+    /// How positions enter the model. Default: learned
+    pub position: PositionEncoding,
+    /// Layer-norm placement. Default: post_ln
+    pub norm: NormPlacement,
 }
 
 impl Default for ModelSize {
@@ -90,6 +175,8 @@ impl Default for ModelSize {
             n_layers: 2,
             d_ff: 512,
             dropout: 0.1,
+            position: PositionEncoding::Learned,
+            norm: NormPlacement::PostLn,
         }
     }
 }
@@ -98,6 +185,9 @@ impl Default for ModelSize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
+    /// Fine-tune every pretrained run in `compare` (`dynmask finetune` runs either way).
+    /// Default: true
+    pub enabled: bool,
     /// Passes over the training set. Default: 4
     pub epochs: u64,
     /// Examples per step. Default: 32
@@ -120,6 +210,7 @@ pub struct FinetuneConfig {
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             epochs: 4,
             batch_size: 32,
             lr: 2e-3,
@@ -168,23 +259,26 @@ pub struct TextStudy {
     pub name: String,
     /// Output directory. Default: runs/static_vs_dynamic
     pub out_dir: String,
-    /// WordPiece vocabulary size. Default: 4096
+    /// WordPiece vocabulary size. Default: 2048
     pub vocab_size: usize,
     /// Tokens per pretraining document (truncated). Default: 64
     pub max_len: usize,
     /// Every n-th paragraph is held out for evaluation. Default: 20
     pub heldout_every: usize,
-    /// Use at most this many training paragraphs, or `"all"`. Default: 1024
+    /// Use at most this many training paragraphs (spread evenly over the corpus), or `"all"`.
+    /// Default: 1536
     #[serde(with = "super::count_or_all")]
     pub train_docs: Option<usize>,
-    /// Use at most this many held-out paragraphs, or `"all"`. Default: 256
+    /// Use at most this many held-out paragraphs (spread evenly), or `"all"`. Default: 256
     #[serde(with = "super::count_or_all")]
     pub eval_docs: Option<usize>,
-    /// Encoder size.
+    /// Encoder size. Default: [`ModelSize::default`] with 4 heads, rotary positions and no
+    /// dropout
     pub model: ModelSize,
-    /// Pretraining settings (`seed` is replaced by each of `seeds`).
+    /// Pretraining settings (`seed` is replaced by each of `seeds`). Default: 384 steps of 32,
+    /// lr 2e-3, 24 warm-up steps, linear decay, evaluation every 96 steps
     pub train: TrainConfig,
-    /// Fine-tuning settings.
+    /// Fine-tuning settings. Default: [`FinetuneConfig::default`], not enabled
     pub finetune: FinetuneConfig,
     /// Tokens per fine-tuning review. Default: 96
     pub finetune_max_len: usize,
@@ -204,14 +298,29 @@ pub struct TextStudy {
     /// embedded fine-food reviews).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<[String; 2]>,
-    /// Seeds (one run per arm and seed). Default: [0]
+    /// Seeds (one run per arm and seed). Default: [0, 1, 2]
     pub seeds: Vec<u64>,
     /// The PMI n-gram table of `pmi_span` arms (built from the training split).
     pub pmi: PmiTableConfig,
-    /// Write a checkpoint every this many pretraining steps (and at the end). Default: 128
+    /// Write a checkpoint every this many pretraining steps (and at the end). Default: 96
     pub checkpoint_every: u64,
     /// Masking arms. Default: static k=1, static k=4, dynamic (Bernoulli 15%, 80/10/10)
     pub arms: Vec<ArmConfig>,
+    /// The held-out protocol's evaluation masks; the first one's `[MASK]` positions give the
+    /// headline `mask_token_loss`. Default: [`EvalMaskConfig::protocol`]
+    pub eval_masks: Vec<EvalMaskConfig>,
+    /// Fixed mask seeds each evaluation mask is averaged over. Default: 5
+    pub eval_mask_seeds: u64,
+    /// Training-frequency rank boundaries of the held-out breakdown. Default: [100, 1000]
+    pub frequency_buckets: Vec<usize>,
+    /// Paired contrasts `[a, b]` (arm names), each tested on `mask_token_loss` (a - b) and
+    /// Holm-corrected together. Default: empty, meaning every pair (later arm - earlier arm)
+    pub contrasts: Vec<[String; 2]>,
+    /// Runs trained at once, one thread each (results do not depend on it; needs
+    /// `model.dropout = 0` above 1). Default: 1 when a study file omits it (the built-in main
+    /// job, `TextStudy::default()`, uses 3)
+    #[serde(default = "one_job")]
+    pub jobs: usize,
 }
 
 impl Default for TextStudy {
@@ -227,37 +336,54 @@ impl Default for TextStudy {
             kind: "text".into(),
             name: "static_vs_dynamic".into(),
             out_dir: "runs/static_vs_dynamic".into(),
-            vocab_size: 4096,
+            vocab_size: 2048,
             max_len: 64,
             heldout_every: 20,
-            train_docs: Some(1024),
+            train_docs: Some(1536),
             eval_docs: Some(256),
-            model: ModelSize::default(),
+            model: ModelSize {
+                n_heads: 4,
+                dropout: 0.0,
+                position: PositionEncoding::Rotary,
+                ..ModelSize::default()
+            },
             train: TrainConfig {
-                steps: 512,
+                steps: 384,
                 batch_size: 32,
-                lr: 1.5e-3,
-                warmup_steps: 32,
-                eval_every: 64,
+                lr: 2e-3,
+                warmup_steps: 24,
+                eval_every: 96,
                 ..TrainConfig::default()
             },
-            finetune: FinetuneConfig::default(),
+            finetune: FinetuneConfig {
+                enabled: false,
+                ..FinetuneConfig::default()
+            },
             finetune_max_len: 96,
             finetune_train_docs: Some(1000),
             finetune_test_docs: Some(500),
             tokenizer: None,
             corpus: None,
             classification: None,
-            seeds: vec![0],
+            seeds: vec![0, 1, 2],
             pmi: PmiTableConfig::default(),
-            checkpoint_every: 128,
+            checkpoint_every: 96,
             arms: vec![
                 arm("static k=1", Regime::Static { dupe_factor: 1 }),
                 arm("static k=4", Regime::Static { dupe_factor: 4 }),
                 arm("dynamic", Regime::Dynamic {}),
             ],
+            eval_masks: EvalMaskConfig::protocol(),
+            eval_mask_seeds: 5,
+            frequency_buckets: vec![100, 1000],
+            contrasts: vec![],
+            jobs: 3,
         }
     }
+}
+
+fn one_job() -> usize {
+    1
 }
 
 fn at_least(field: &'static str, v: usize, min: usize) -> Result<()> {
@@ -280,7 +406,7 @@ impl TextStudy {
             n_heads: 2,
             n_layers: 1,
             d_ff: 128,
-            dropout: 0.1,
+            ..self.model
         };
         self.train.steps = 96;
         self.train.batch_size = 16;
@@ -293,6 +419,8 @@ impl TextStudy {
         self.finetune_train_docs = Some(256);
         self.finetune_test_docs = Some(128);
         self.checkpoint_every = 48;
+        self.eval_mask_seeds = self.eval_mask_seeds.min(2);
+        self.seeds.truncate(2);
         self.out_dir = format!("{}-quick", self.out_dir);
         self
     }
@@ -375,6 +503,96 @@ impl TextStudy {
                 ));
             }
         }
+        self.validate_protocol(&vocab)
+    }
+
+    /// The contrasts to test: `contrasts`, or every pair (later arm, earlier arm) when empty.
+    pub fn contrast_pairs(&self) -> Vec<[String; 2]> {
+        if !self.contrasts.is_empty() {
+            return self.contrasts.clone();
+        }
+        let names: Vec<&String> = self.arms.iter().map(|a| &a.name).collect();
+        let mut pairs = vec![];
+        for (j, b) in names.iter().enumerate() {
+            for a in &names[j + 1..] {
+                pairs.push([a.to_string(), b.to_string()]);
+            }
+        }
+        pairs.sort_by_key(|[a, b]| {
+            let pos = |n: &str| names.iter().position(|x| *x == n);
+            (pos(b), pos(a))
+        });
+        pairs
+    }
+
+    fn validate_protocol(&self, vocab: &VocabSpec) -> Result<()> {
+        if self.eval_masks.is_empty() {
+            return Err(invalid("eval_masks", "[]", "at least one evaluation mask"));
+        }
+        check_unique_slugs(self.eval_masks.iter().map(|m| m.name.as_str()))?;
+        let first = &self.eval_masks[0];
+        if first.corruption.mask_replace_prob <= 0.0 {
+            return Err(invalid(
+                "eval_masks.corruption.mask_replace_prob",
+                format!("{} in `{}`", first.corruption.mask_replace_prob, first.name),
+                "> 0 for the first evaluation mask (its [MASK] positions are the headline)",
+            ));
+        }
+        for m in &self.eval_masks {
+            if !(m.mask_prob > 0.0 && m.mask_prob <= 1.0) {
+                return Err(invalid(
+                    "eval_masks.mask_prob",
+                    format!("{} in `{}`", m.mask_prob, m.name),
+                    "in (0, 1]",
+                ));
+            }
+            m.corruption.build(vocab)?;
+            match m.selection.build() {
+                Ok(_) | Err(mask_core::MaskError::MissingResource { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.eval_mask_seeds == 0 {
+            return Err(invalid("eval_mask_seeds", 0, "at least 1"));
+        }
+        if self.frequency_buckets.first() == Some(&0)
+            || self.frequency_buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(invalid(
+                "frequency_buckets",
+                format!("{:?}", self.frequency_buckets),
+                "strictly increasing ranks above 0",
+            ));
+        }
+        for [a, b] in &self.contrasts {
+            self.arm(a)?;
+            self.arm(b)?;
+            if a == b {
+                return Err(invalid(
+                    "contrasts",
+                    format!("[{a}, {b}]"),
+                    "two different arms",
+                ));
+            }
+        }
+        if self.jobs == 0 {
+            return Err(invalid("jobs", 0, "at least 1"));
+        }
+        // burn's random generator is shared by every thread of a process: concurrent runs with
+        // dropout would draw each other's dropout masks, and their numbers would depend on
+        // timing (initialisation is serialised by the learner; dropout cannot be).
+        if self.jobs > 1 && self.model.dropout > 0.0 {
+            return Err(invalid(
+                "jobs",
+                self.jobs,
+                format!(
+                    "1 when model.dropout > 0 (here {}): burn's random generator is shared by \
+                     the threads of a process, so concurrent runs would draw each other's \
+                     dropout masks; set model.dropout = 0 or jobs = 1",
+                    self.model.dropout
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -414,8 +632,23 @@ pub struct TextData {
     pub model: MlmConfig,
     /// Fine-tuning model (mean pooling).
     pub classifier: ClassifierConfig,
-    /// Corpus statistics (IDF) and, when an arm needs it, the PMI table.
+    /// Corpus statistics (IDF) and, when an arm or evaluation mask needs it, the PMI table.
     pub resources: SelectorResources,
+    /// The unigram model of the training split (the held-out baseline).
+    pub unigram: Arc<Unigram>,
+    /// The held-out documents under each evaluation mask of the protocol and each mask seed.
+    pub protocol: Arc<Vec<ProtocolMask>>,
+    /// Held-out documents.
+    pub eval_doc_count: usize,
+}
+
+/// One evaluation mask of the protocol, drawn under each of its seeds.
+#[derive(Debug, Clone)]
+pub struct ProtocolMask {
+    /// The mask's name.
+    pub name: String,
+    /// One masked copy of the held-out documents per mask seed.
+    pub sets: Vec<EvalSet>,
 }
 
 fn labeled(
@@ -441,6 +674,29 @@ fn labeled(
             Ok(LabeledDoc { doc, label })
         })
         .collect()
+}
+
+/// At most `limit` items of `items`, evenly spaced (item `i * len / limit` for `i < limit`), in
+/// their order; all of them when `limit` is `None` or not below their number.
+pub fn spread<T>(items: Vec<T>, limit: Option<usize>) -> Vec<T> {
+    let len = items.len();
+    match limit {
+        Some(n) if n < len => {
+            let keep: Vec<usize> = (0..n).map(|i| i * len / n).collect();
+            let mut k = 0;
+            items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, x)| {
+                    (k < keep.len() && keep[k] == j).then(|| {
+                        k += 1;
+                        x
+                    })
+                })
+                .collect()
+        }
+        _ => items,
+    }
 }
 
 impl TextData {
@@ -479,8 +735,11 @@ impl TextData {
                 ),
             ));
         }
-        train_texts.truncate(study.train_docs.unwrap_or(usize::MAX));
-        eval_texts.truncate(study.eval_docs.unwrap_or(usize::MAX));
+        // Subsets are spread evenly over the corpus, not its first documents: the first 1,024
+        // training paragraphs are all from one novel while held-out text comes from all of
+        // them, a shift between training and evaluation text.
+        let train_texts = spread(train_texts, study.train_docs);
+        let eval_texts = spread(eval_texts, study.eval_docs);
         let (tokenizer, tokenizer_path) = match &study.tokenizer {
             Some(path) => (TextTokenizer::load(Path::new(path))?, PathBuf::from(path)),
             None => {
@@ -534,6 +793,33 @@ impl TextData {
             64,
             EVAL_MASK_SEED,
         )?;
+        let unigram = Unigram::fit(
+            train_docs.iter().map(|d| d.ids.as_slice()),
+            tokenizer.vocab_size(),
+            &vocab.special_ids,
+        )?;
+        let protocol = study
+            .eval_masks
+            .iter()
+            .map(|m| {
+                let sets = (0..study.eval_mask_seeds)
+                    .map(|k| {
+                        let policy = m.masking(vocab.clone()).build_with(&resources)?;
+                        Ok(EvalSet::new(
+                            &eval_docs,
+                            policy,
+                            tokenizer.pad_id,
+                            64,
+                            EVAL_MASK_SEED + 1 + k,
+                        )?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(ProtocolMask {
+                    name: m.name.clone(),
+                    sets,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let (clf_train, clf_test) = match &study.classification {
             Some([train, test]) => (
                 text::read_labeled_tsv(Path::new(train))?,
@@ -568,11 +854,12 @@ impl TextData {
         let encoder = TextEncoderConfig::new(
             TransformerConfig::new(m.d_model, m.n_heads, m.n_layers, m.d_ff)
                 .with_dropout(m.dropout)
-                .with_attn_dropout(m.dropout),
+                .with_attn_dropout(m.dropout)
+                .with_norm(m.norm),
             tokenizer.vocab_size(),
         )
         .with_max_len(study.max_len.max(study.finetune_max_len))
-        .with_position(PositionEncoding::Learned);
+        .with_position(m.position);
         // Mean pooling: a small encoder pretrained briefly has no trained [CLS] summary (no NSP).
         let classifier = ClassifierConfig::new(encoder.clone(), classes.len())
             .with_pooling(mask_model::Pooling::Mean);
@@ -588,6 +875,9 @@ impl TextData {
             clf_test: Arc::new(clf_test),
             vocab,
             resources,
+            unigram: Arc::new(unigram),
+            protocol: Arc::new(protocol),
+            eval_doc_count: eval_docs.len(),
         })
     }
 
@@ -604,7 +894,8 @@ impl TextData {
     }
 }
 
-/// Token statistics of the training split, and the PMI table when an arm masks PMI spans (built
+/// Token statistics of the training split, and the PMI table when an arm or an evaluation mask
+/// masks PMI spans (built
 /// from the training split, saved to `out/pmi-table.json` for inspection).
 fn corpus_resources(
     study: &TextStudy,
@@ -617,7 +908,9 @@ fn corpus_resources(
     let needs_pmi = study
         .arms
         .iter()
-        .any(|a| matches!(a.selection, SelectionConfig::PmiSpan { .. }));
+        .map(|a| &a.selection)
+        .chain(study.eval_masks.iter().map(|m| &m.selection))
+        .any(|s| matches!(s, SelectionConfig::PmiSpan { .. }));
     let pmi = if needs_pmi {
         let _s = info_span!("pmi table").entered();
         let cfg = PmiTableConfig {
@@ -637,6 +930,81 @@ fn corpus_resources(
     })
 }
 
+/// One evaluation mask's held-out scores, over its mask seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskScores {
+    /// The evaluation mask.
+    pub name: String,
+    /// Mask seeds pooled.
+    pub seeds: u64,
+    /// Scores by corruption kind and frequency bucket, each beside the unigram baseline.
+    pub breakdown: Breakdown,
+}
+
+/// The held-out protocol's scores of one trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutResult {
+    /// Loss at the positions whose input is `[MASK]` under the first evaluation mask (the
+    /// headline: the model must infer these from context).
+    pub mask_token_loss: f64,
+    /// Accuracy at those positions.
+    pub mask_token_acc: f64,
+    /// The unigram baseline's loss at those positions.
+    pub unigram_loss: f64,
+    /// Loss over every masked position of the first evaluation mask.
+    pub masked_loss: f64,
+    /// The unigram baseline's loss over those positions.
+    pub masked_unigram_loss: f64,
+    /// Every evaluation mask, in the study's order.
+    pub masks: Vec<MaskScores>,
+    /// Per held-out document, the first mask's `[MASK]` positions summed over its seeds (for
+    /// the paired bootstrap).
+    pub docs: DocSums,
+}
+
+/// Scores `model` (inference: no dropout) under every evaluation mask of the study.
+pub fn heldout_protocol<B: Backend>(
+    study: &TextStudy,
+    data: &TextData,
+    model: &MlmModel<B>,
+    device: &B::Device,
+) -> Result<HeldoutResult> {
+    let mut masks = vec![];
+    let mut docs = DocSums::new(data.eval_doc_count);
+    for (i, pm) in data.protocol.iter().enumerate() {
+        let mut tokens = vec![];
+        for set in &pm.sets {
+            let scored = score_mlm(model, set, data.tokenizer.mask_id, device)?;
+            if i == 0 {
+                docs.add(&scored)?;
+            }
+            tokens.extend(scored);
+        }
+        masks.push(MaskScores {
+            name: pm.name.clone(),
+            seeds: pm.sets.len() as u64,
+            breakdown: breakdown(&tokens, &data.unigram, &study.frequency_buckets)?,
+        });
+    }
+    let first = &masks[0].breakdown;
+    if first.mask.tokens == 0 {
+        return Err(invalid(
+            "eval_masks",
+            &masks[0].name,
+            "a first evaluation mask that puts [MASK] at some held-out position",
+        ));
+    }
+    Ok(HeldoutResult {
+        mask_token_loss: first.mask.loss,
+        mask_token_acc: first.mask.acc,
+        unigram_loss: first.mask.unigram_loss,
+        masked_loss: first.all.loss,
+        masked_unigram_loss: first.all.unigram_loss,
+        masks,
+        docs,
+    })
+}
+
 /// Result of one arm and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextRunResult {
@@ -646,12 +1014,71 @@ pub struct TextRunResult {
     pub seed: u64,
     /// Pretraining steps.
     pub history: Vec<StepRecord>,
-    /// Held-out evaluations (fixed mask).
+    /// Held-out evaluations during training (one fixed mask).
     pub evals: Vec<EvalRecord<MlmEval>>,
-    /// Classification test scores after fine-tuning.
-    pub finetune: ClassificationEval,
-    /// Wall time of pretraining + fine-tuning in this session, seconds (not reproducible).
+    /// The held-out protocol after training.
+    pub heldout: HeldoutResult,
+    /// Classification test scores after fine-tuning (when `finetune.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<ClassificationEval>,
+    /// Wall time of this run in this session, seconds (not reproducible).
     pub seconds: f64,
+}
+
+/// One paired contrast of `mask_token_loss`, arm `a` minus arm `b`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contrast {
+    /// First arm.
+    pub a: String,
+    /// Second arm.
+    pub b: String,
+    /// The per-seed paired differences' t-interval.
+    pub seeds: PairedT,
+    /// Holm-adjusted p-value across the study's contrasts.
+    pub holm_p: f64,
+    /// 95% paired bootstrap interval over held-out documents (seed-averaged).
+    pub bootstrap: [f64; 2],
+    /// The reading: which arm is lower, or inconclusive.
+    pub verdict: String,
+}
+
+/// Bootstrap replicates of a contrast.
+pub const BOOTSTRAP_REPLICATES: usize = 2000;
+/// Seed of the bootstrap's document draws.
+pub const BOOTSTRAP_SEED: u64 = 20_261_130;
+
+/// The study's contrasts ([`TextStudy::contrast_pairs`]) over the seeds both arms ran.
+pub fn contrasts(study: &TextStudy, runs: &[TextRunResult]) -> Vec<Contrast> {
+    let mut found = vec![];
+    for [a, b] in study.contrast_pairs() {
+        let (mut diffs, mut da, mut db) = (vec![], vec![], vec![]);
+        for ra in runs.iter().filter(|r| r.arm == a) {
+            if let Some(rb) = runs.iter().find(|r| r.arm == b && r.seed == ra.seed) {
+                diffs.push(ra.heldout.mask_token_loss - rb.heldout.mask_token_loss);
+                da.push((&ra.heldout.docs.loss[..], &ra.heldout.docs.count[..]));
+                db.push((&rb.heldout.docs.loss[..], &rb.heldout.docs.count[..]));
+            }
+        }
+        if diffs.is_empty() {
+            continue;
+        }
+        let boot = paired_bootstrap(&da, &db, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)
+            .map_or([f64::NAN; 2], |(lo, hi)| [lo, hi]);
+        found.push((a, b, paired_t(&diffs), boot));
+    }
+    let adjusted = holm(&found.iter().map(|f| f.2.p).collect::<Vec<_>>());
+    found
+        .into_iter()
+        .zip(adjusted)
+        .map(|((a, b, t, bootstrap), holm_p)| Contrast {
+            verdict: verdict(&t, holm_p, &a, &b),
+            a,
+            b,
+            seeds: t,
+            holm_p,
+            bootstrap,
+        })
+        .collect()
 }
 
 /// Everything a text study produced.
@@ -665,6 +1092,8 @@ pub struct TextResults {
     pub tokenizer_digest: String,
     /// One result per arm and seed.
     pub runs: Vec<TextRunResult>,
+    /// The paired contrasts of `mask_token_loss`.
+    pub contrasts: Vec<Contrast>,
 }
 
 /// Pretrains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`.
@@ -746,49 +1175,64 @@ pub fn run_study<B: AutodiffBackend>(
     let data = TextData::prepare(study, sink)?;
     let out = PathBuf::from(&study.out_dir);
     let policy = CheckpointPolicy::new(study.checkpoint_every, 1)?;
-    let mut runs = vec![];
-    for &seed in &study.seeds {
-        for arm in &study.arms {
-            let dir = run_dir(&out, &arm.name, seed);
-            let label = format!("{} / seed {seed}", arm.name);
-            if existing == Existing::Resume {
-                if let RunPlan::Finished(_, r) = plan_run::<TextRunResult>(&dir, existing)? {
-                    sink(StudyEvent::RunFinished {
-                        run: &label,
-                        reused: true,
-                    });
-                    runs.push(r);
-                    continue;
-                }
+    let items: Vec<(u64, &ArmConfig)> = study
+        .seeds
+        .iter()
+        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
+        .collect();
+    let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
+        let dir = run_dir(&out, &arm.name, seed);
+        let label = format!("{} / seed {seed}", arm.name);
+        if existing == Existing::Resume {
+            if let RunPlan::Finished(_, r) = plan_run::<TextRunResult>(&dir, existing)? {
+                sink(StudyEvent::RunFinished {
+                    run: &label,
+                    reused: true,
+                });
+                return Ok(r);
             }
-            let started = Instant::now();
-            let spec = RunSpec {
-                seed,
-                start: Start::Existing(existing),
-                policy,
-            };
-            let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
-            let finetune = finetune::<B>(study, &data, learner.model(), seed, device, sink)?;
-            let result = TextRunResult {
-                arm: arm.name.clone(),
-                seed,
-                history: learner.state().history.clone(),
-                evals: learner.state().evals.clone(),
-                finetune,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            write_json(&dir.join("result.json"), &result)?;
-            sink(StudyEvent::RunFinished {
-                run: &label,
-                reused: false,
-            });
-            runs.push(result);
         }
-    }
+        let started = Instant::now();
+        let spec = RunSpec {
+            seed,
+            start: Start::Existing(existing),
+            policy,
+        };
+        let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
+        let heldout = heldout_protocol(study, &data, &learner.model().valid(), device)?;
+        let finetune = if study.finetune.enabled {
+            Some(finetune::<B>(
+                study,
+                &data,
+                learner.model(),
+                seed,
+                device,
+                sink,
+            )?)
+        } else {
+            None
+        };
+        let result = TextRunResult {
+            arm: arm.name.clone(),
+            seed,
+            history: learner.state().history.clone(),
+            evals: learner.state().evals.clone(),
+            heldout,
+            finetune,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        write_json(&dir.join("result.json"), &result)?;
+        sink(StudyEvent::RunFinished {
+            run: &label,
+            reused: false,
+        });
+        as_written(result)
+    })?;
     let results = TextResults {
         study: study.clone(),
         classes: data.classes.clone(),
         tokenizer_digest: data.tokenizer.digest().to_string(),
+        contrasts: contrasts(study, &runs),
         runs,
     };
     write_outputs(&results, &out)?;
@@ -830,35 +1274,173 @@ pub fn panels(results: &TextResults) -> Vec<Panel> {
     ]
 }
 
-/// The results table (Markdown): one row per arm, mean ± std over seeds.
+/// The report (Markdown): the headline table, the breakdown of the first evaluation mask, every
+/// evaluation mask, and the paired contrasts; every figure beside its unigram baseline, mean ±
+/// std over seeds. `dynmask report results.json` prints it.
 pub fn results_table(results: &TextResults) -> String {
+    let arms: Vec<(&str, Vec<&TextRunResult>)> = results
+        .study
+        .arms
+        .iter()
+        .map(|a| {
+            let runs = results.runs.iter().filter(|r| r.arm == a.name).collect();
+            (a.name.as_str(), runs)
+        })
+        .filter(|(_, runs): &(&str, Vec<&TextRunResult>)| !runs.is_empty())
+        .collect();
+    let col = |runs: &[&TextRunResult], f: &dyn Fn(&TextRunResult) -> f64| -> Vec<f64> {
+        runs.iter().map(|r| f(r)).collect()
+    };
+    let with_ft = results.runs.iter().any(|r| r.finetune.is_some());
     let mut out = String::from(
-        "| arm | held-out MLM loss | held-out MLM acc (%) | fine-tune acc (%) | precision (macro, %) | recall (macro, %) | F1 (macro, %) | s / run |\n|---|---|---|---|---|---|---|---|\n",
+        "Held-out MLM at the positions whose input is [MASK] (first evaluation mask, pooled over \
+         its mask seeds), beside a unigram model of the training split scored on the same \
+         positions; mean ± std over seeds.\n\n| arm | seeds | [MASK] loss | unigram | gain (nats) \
+         | [MASK] acc (%) | all masked: loss | all masked: unigram |",
     );
-    for arm in &results.study.arms {
-        let runs: Vec<&TextRunResult> = results.runs.iter().filter(|r| r.arm == arm.name).collect();
-        if runs.is_empty() {
-            continue;
-        }
-        let last = |f: fn(&MlmEval) -> f64| {
-            runs.iter()
-                .filter_map(|r| r.evals.last().map(|e| f(&e.metrics)))
-                .collect::<Vec<_>>()
-        };
-        let ft = |f: fn(&ClassificationEval) -> f64| {
-            runs.iter().map(|r| f(&r.finetune)).collect::<Vec<_>>()
-        };
-        let seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+    if with_ft {
+        out += " fine-tune acc (%) | majority class (%) | F1 (macro, %) |";
+    }
+    out += " s / run |\n|---|---|---|---|---|---|---|---|";
+    if with_ft {
+        out += "---|---|---|";
+    }
+    out += "---|\n";
+    for (name, runs) in &arms {
+        let h = |f: fn(&HeldoutResult) -> f64| col(runs, &|r| f(&r.heldout));
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
-            arm.name,
-            fmt_mean_std(&last(|e| e.mlm_loss), 1.0, 3),
-            fmt_mean_std(&last(|e| e.mlm_acc), 100.0, 2),
-            fmt_mean_std(&ft(|c| c.report.accuracy), 100.0, 1),
-            fmt_mean_std(&ft(|c| c.report.macro_precision), 100.0, 1),
-            fmt_mean_std(&ft(|c| c.report.macro_recall), 100.0, 1),
-            fmt_mean_std(&ft(|c| c.report.macro_f1), 100.0, 1),
-            mean_std(&seconds).0,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            runs.len(),
+            fmt_mean_std(&h(|h| h.mask_token_loss), 1.0, 3),
+            fmt_mean_std(&h(|h| h.unigram_loss), 1.0, 3),
+            fmt_mean_std(&h(|h| h.unigram_loss - h.mask_token_loss), 1.0, 3),
+            fmt_mean_std(&h(|h| h.mask_token_acc), 100.0, 2),
+            fmt_mean_std(&h(|h| h.masked_loss), 1.0, 3),
+            fmt_mean_std(&h(|h| h.masked_unigram_loss), 1.0, 3),
+        );
+        if with_ft {
+            let ft: Vec<&ClassificationEval> =
+                runs.iter().filter_map(|r| r.finetune.as_ref()).collect();
+            let f = |g: fn(&ClassificationEval) -> f64| ft.iter().map(|c| g(c)).collect::<Vec<_>>();
+            out += &format!(
+                " {} | {} | {} |",
+                fmt_mean_std(&f(|c| c.report.accuracy), 100.0, 1),
+                fmt_mean_std(&f(majority_share), 100.0, 1),
+                fmt_mean_std(&f(|c| c.report.macro_f1), 100.0, 1),
+            );
+        }
+        out += &format!(" {:.0} |\n", mean_std(&col(runs, &|r| r.seconds)).0);
+    }
+    // The first mask by corruption kind and frequency bucket.
+    let Some(first) = results.runs.first().map(|r| &r.heldout.masks[0]) else {
+        return out;
+    };
+    let buckets: Vec<String> = first
+        .breakdown
+        .buckets
+        .iter()
+        .map(|b| format!("ranks {}-{}", b.from, b.to - 1))
+        .collect();
+    out += &format!(
+        "\nHeld-out loss under `{}` by what the input showed and by the training-frequency rank of \
+         the target: model / unigram (nats), mean over seeds.\n\n| arm | [MASK] | random | kept | {} |\n|---|---|---|---|{}\n",
+        first.name,
+        buckets.join(" | "),
+        "---|".repeat(buckets.len()),
+    );
+    let pair = |runs: &[&TextRunResult], f: &dyn Fn(&Breakdown) -> HeldoutStats| {
+        let m = |g: fn(&HeldoutStats) -> f64| {
+            mean_std(&col(runs, &|r| g(&f(&r.heldout.masks[0].breakdown)))).0
+        };
+        format!("{:.3} / {:.3}", m(|s| s.loss), m(|s| s.unigram_loss))
+    };
+    for (name, runs) in &arms {
+        out += &format!(
+            "| {name} | {} | {} | {} |",
+            pair(runs, &|b| b.mask),
+            pair(runs, &|b| b.random),
+            pair(runs, &|b| b.kept),
+        );
+        for i in 0..buckets.len() {
+            out += &format!(" {} |", pair(runs, &|b| b.buckets[i].stats));
+        }
+        out += "\n";
+    }
+    // Every evaluation mask: loss over all its masked positions.
+    let names: Vec<&str> = first_run_masks(results);
+    out += &format!(
+        "\nHeld-out loss over all masked positions under each evaluation mask (mean ± std over \
+         seeds); the last row is the unigram baseline.\n\n| arm | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for (name, runs) in &arms {
+        out += &format!("| {name} |");
+        for i in 0..names.len() {
+            out += &format!(
+                " {} |",
+                fmt_mean_std(
+                    &col(runs, &|r| r.heldout.masks[i].breakdown.all.loss),
+                    1.0,
+                    3
+                )
+            );
+        }
+        out += "\n";
+    }
+    out += "| unigram |";
+    for i in 0..names.len() {
+        let u = results.runs[0].heldout.masks[i].breakdown.all.unigram_loss;
+        out += &format!(" {u:.3} |");
+    }
+    out += "\n";
+    out += &contrasts_table(&results.contrasts);
+    out
+}
+
+fn first_run_masks(results: &TextResults) -> Vec<&str> {
+    results.runs[0]
+        .heldout
+        .masks
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
+/// The majority class's share of the test set (the trivial baseline of fine-tuning accuracy).
+pub fn majority_share(c: &ClassificationEval) -> f64 {
+    let total: u64 = c.report.support.iter().sum();
+    c.report.support.iter().copied().max().unwrap_or(0) as f64 / total.max(1) as f64
+}
+
+/// The contrasts table (Markdown).
+pub fn contrasts_table(contrasts: &[Contrast]) -> String {
+    if contrasts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nPaired contrasts of the [MASK]-position loss, a - b (negative: a is better): mean over \
+         seeds with its 95% t-interval, two-sided p and Holm-adjusted p across these contrasts, \
+         and a 95% paired bootstrap over held-out documents (2,000 replicates).\n\n| a - b | seeds \
+         | mean | 95% t-interval | p | Holm p | bootstrap 95% | reading |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in contrasts {
+        let interval = if c.seeds.n > 1 {
+            format!("[{:+.3}, {:+.3}]", c.seeds.lo, c.seeds.hi)
+        } else {
+            "n/a".into()
+        };
+        out += &format!(
+            "| {} - {} | {} | {:+.3} | {interval} | {:.3} | {:.3} | [{:+.3}, {:+.3}] | {} |\n",
+            c.a,
+            c.b,
+            c.seeds.n,
+            c.seeds.mean,
+            c.seeds.p,
+            c.holm_p,
+            c.bootstrap[0],
+            c.bootstrap[1],
+            c.verdict
         );
     }
     out
@@ -882,9 +1464,9 @@ mod tests {
         );
         let wrong = text.replace("type = \"dynamic\"", "type = \"sometimes\"");
         assert!(Study::from_toml(&wrong).is_err());
-        let bad = text.replace("steps = 512", "steps = \"many\"");
+        let bad = text.replace("steps = 384", "steps = \"many\"");
         let err = Study::from_toml(&bad).unwrap_err();
-        assert!(err.contains("line 31") && err.contains("many"), "{err}");
+        assert!(err.contains("line 41") && err.contains("many"), "{err}");
     }
 
     /// Regression (run-state issue, findings 4 and 5): `mask_prob = 0`, `eval_docs = 0` and the
@@ -910,6 +1492,13 @@ mod tests {
         bad(|s| s.model.d_model = 127, "model.d_model");
         bad(|s| s.model.dropout = 1.0, "model.dropout");
         bad(|s| s.seeds = vec![1, 1], "seeds");
+        bad(
+            |s| {
+                s.jobs = 2;
+                s.model.dropout = 0.1
+            },
+            "jobs",
+        );
         bad(|s| s.arms.clear(), "arms");
         bad(
             |s| s.train.early_stopping_patience = Some(0),
@@ -918,6 +1507,22 @@ mod tests {
         let mut s = TextStudy::default();
         s.arms[1].name = "static k_1".into();
         assert!(s.validate().unwrap_err().to_string().contains("static-k-1"));
+    }
+
+    /// Regression (science issue, "honest data"): subsets were the corpus's first documents.
+    #[test]
+    fn subsets_are_spread_evenly_over_the_corpus() {
+        let items: Vec<u32> = (0..10).collect();
+        assert_eq!(spread(items.clone(), Some(4)), vec![0, 2, 5, 7]);
+        assert_eq!(spread(items.clone(), Some(1)), vec![0]);
+        assert_eq!(spread(items.clone(), Some(10)), items);
+        assert_eq!(spread(items.clone(), Some(99)), items);
+        assert_eq!(spread(items.clone(), None), items);
+        let big: Vec<u32> = (0..9000).collect();
+        let s = spread(big, Some(2048));
+        assert_eq!(s.len(), 2048);
+        assert!(s.windows(2).all(|w| w[1] - w[0] >= 4 && w[1] - w[0] <= 5));
+        assert!(*s.last().unwrap() >= 8995);
     }
 
     /// Regression (run-state issue, finding 8): `--quick` silently replaced a bad batch_size.
