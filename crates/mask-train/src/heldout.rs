@@ -8,8 +8,8 @@
 //! beside a [`Unigram`] model fitted on the training split and scored on the same positions:
 //! what a model that ignores its input achieves.
 //!
-//! Host code only: a model's scores come in as [`ScoredToken`]s (see
-//! [`crate::tasks::mlm::score_mlm`]).
+//! Host code only: a model's scores come in as [`ScoredToken`]s (the masked-LM task's
+//! `score_mlm` makes them).
 
 use serde::{Deserialize, Serialize};
 
