@@ -18,7 +18,9 @@ use mask_model::{
     ClassifierConfig, MlmConfig, MlmModel, NormPlacement, PositionEncoding, TextEncoderConfig,
     TransformerConfig,
 };
-use mask_train::heldout::{breakdown, Breakdown, DocSums, HeldoutStats, Unigram};
+use mask_train::heldout::{
+    breakdown, check_bucket_edges, Breakdown, DocSums, HeldoutStats, Unigram,
+};
 use mask_train::tasks::classification::{
     ClassificationEval, LabeledDoc, SequenceClassificationTask,
 };
@@ -518,10 +520,6 @@ impl TextStudy {
                 pairs.push([a.to_string(), b.to_string()]);
             }
         }
-        pairs.sort_by_key(|[a, b]| {
-            let pos = |n: &str| names.iter().position(|x| *x == n);
-            (pos(b), pos(a))
-        });
         pairs
     }
 
@@ -555,15 +553,7 @@ impl TextStudy {
         if self.eval_mask_seeds == 0 {
             return Err(invalid("eval_mask_seeds", 0, "at least 1"));
         }
-        if self.frequency_buckets.first() == Some(&0)
-            || self.frequency_buckets.windows(2).any(|w| w[0] >= w[1])
-        {
-            return Err(invalid(
-                "frequency_buckets",
-                format!("{:?}", self.frequency_buckets),
-                "strictly increasing ranks above 0",
-            ));
-        }
+        check_bucket_edges(&self.frequency_buckets)?;
         for [a, b] in &self.contrasts {
             self.arm(a)?;
             self.arm(b)?;

@@ -195,9 +195,9 @@ pub struct Breakdown {
     pub buckets: Vec<BucketStats>,
 }
 
-/// Splits `tokens` by corruption kind and by frequency-rank bucket; `edges` are the ascending
-/// rank boundaries (`[100, 1000]`: ranks 0-99, 100-999, 1000 and up).
-pub fn breakdown(tokens: &[ScoredToken], unigram: &Unigram, edges: &[usize]) -> Result<Breakdown> {
+/// Refuses frequency-bucket `edges` that are not strictly increasing ranks above 0 (field
+/// `frequency_buckets`).
+pub fn check_bucket_edges(edges: &[usize]) -> Result<()> {
     if edges.windows(2).any(|w| w[0] >= w[1]) || edges.first() == Some(&0) {
         return Err(invalid(
             "frequency_buckets",
@@ -205,6 +205,13 @@ pub fn breakdown(tokens: &[ScoredToken], unigram: &Unigram, edges: &[usize]) -> 
             "strictly increasing ranks above 0",
         ));
     }
+    Ok(())
+}
+
+/// Splits `tokens` by corruption kind and by frequency-rank bucket; `edges` are the ascending
+/// rank boundaries (`[100, 1000]`: ranks 0-99, 100-999, 1000 and up).
+pub fn breakdown(tokens: &[ScoredToken], unigram: &Unigram, edges: &[usize]) -> Result<Breakdown> {
+    check_bucket_edges(edges)?;
     let (mut all, mut mask, mut random, mut kept) = Default::default();
     let mut buckets = vec![Acc::default(); edges.len() + 1];
     for t in tokens {
