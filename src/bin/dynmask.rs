@@ -9,6 +9,7 @@
 //! dynmask eval configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
 //! dynmask finetune configs/static_vs_dynamic.toml --checkpoint runs/.../ckpt-0000000512.dynmask
 //! dynmask report runs/static_vs_dynamic/results.json               # tables + curves of a finished study
+//! dynmask export my_bert.toml --checkpoint runs/.../ckpt-0000000512.dynmask --out hf/  # for HF transformers
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -114,6 +115,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Write a text checkpoint as a folder HF `transformers` loads with
+    /// `BertForMaskedLM.from_pretrained`: config.json, model.safetensors, vocab.txt and
+    /// tokenizer.json. The model must be BERT-shaped (learned positions, post-LN).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// Checkpoint written by `pretrain` or `compare`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder to write (created if missing; files of the same names are replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the report tables and redraw the curves of a finished study's results.json (the
     /// tables in docs/ are this command's output on committed results files).
     #[command(alias = "plot")]
@@ -160,7 +174,8 @@ fn run<B: AutodiffBackend>(
     let quiet = match &command {
         Command::Pretrain { common, .. }
         | Command::Eval { common, .. }
-        | Command::Finetune { common, .. } => common.quiet,
+        | Command::Finetune { common, .. }
+        | Command::Export { common, .. } => common.quiet,
         Command::Compare { .. } | Command::Report { .. } => false,
     };
     let mut renderer = Renderer::new(quiet);
@@ -364,11 +379,64 @@ fn run<B: AutodiffBackend>(
                 .into())
             }
         },
+        Command::Export {
+            checkpoint, out, ..
+        } => {
+            let Study::Text(s) = &study else {
+                return Err(StudyError::Config {
+                    path: "export".into(),
+                    reason: "only text studies export to HF transformers (BertForMaskedLM)".into(),
+                }
+                .into());
+            };
+            let data = studies::text::TextData::prepare(s, sink)?;
+            // Refuse a model HF BERT cannot represent before reading the checkpoint.
+            let config = mask_model::hf_bert_config(&data.model.encoder, data.tokenizer.pad_id)?;
+            let task = data.mlm_task(&s.arms[0])?;
+            let model = load_model::<B, _>(&task, &checkpoint, device)?.valid();
+            let written = export_hf(&model, &config, &data.tokenizer, &out)?;
+            println!("wrote {} to {}", written.join(", "), out.display());
+        }
         Command::Compare { .. } | Command::Report { .. } => {
             unreachable!("handled before the backend starts")
         }
     }
     Ok(())
+}
+
+/// Writes the HF folder of an MLM model; returns the file names.
+fn export_hf<B: burn::tensor::backend::Backend>(
+    model: &mask_model::MlmModel<B>,
+    config: &serde_json::Value,
+    tok: &mask_data::TextTokenizer,
+    out: &Path,
+) -> Result<Vec<&'static str>, Error> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<(), Error> {
+        let path = out.join(name);
+        mask_core::io::write_atomic(&path, bytes)
+            .map_err(|e| format!("cannot write `{}`: {e}", path.display()).into())
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    mask_model::NamedTensors::bert_mlm(model).save(&out.join("model.safetensors"), metadata)?;
+    let vocab: Vec<String> = (0..tok.vocab_size() as u32)
+        .map(|id| {
+            tok.id_to_token(id)
+                .ok_or_else(|| format!("the tokenizer has no token for id {id}"))
+        })
+        .collect::<Result<_, _>>()?;
+    write("vocab.txt", (vocab.join("\n") + "\n").as_bytes())?;
+    tok.save(&out.join("tokenizer.json"))?;
+    Ok(vec![
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "tokenizer.json",
+    ])
 }
 
 fn plot(results: &Path, out: Option<PathBuf>) -> Result<(), Error> {
@@ -428,7 +496,8 @@ fn main() {
             }
             Command::Pretrain { common, .. }
             | Command::Eval { common, .. }
-            | Command::Finetune { common, .. } => common.clone(),
+            | Command::Finetune { common, .. }
+            | Command::Export { common, .. } => common.clone(),
         };
         init_tracing(common.quiet);
         let study = study(&common)?;

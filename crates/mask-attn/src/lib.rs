@@ -32,3 +32,8 @@ pub use module::{MaskedSelfAttention, MaskedSelfAttentionConfig};
 pub use tiles::{mask_tensor, TileMap};
 
 pub use mask_core;
+
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

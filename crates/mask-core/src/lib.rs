@@ -80,3 +80,8 @@ pub use selection::{
     TokenStats, WholeWordSelector,
 };
 pub use vocab::{RandomIds, VocabSpec};
+
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -44,6 +44,27 @@ pub struct Scratch {
 }
 
 /// Corrupts one example, reproducibly from its [`MaskContext`].
+///
+/// The one trait a data pipeline calls. [`TokenMasker`] (built from a
+/// [`MaskingConfig`](crate::MaskingConfig)) and [`ItemMasker`](crate::ItemMasker) implement it.
+///
+/// ```
+/// use mask_core::{Example, MaskContext, MaskPolicy, MaskingConfig, Regime, VocabSpec, IGNORE_INDEX};
+///
+/// let vocab = VocabSpec::new(1000, 4, vec![0, 1, 2, 3, 4]); // [MASK] = 4
+/// let policy = MaskingConfig::new(vocab).with_regime(Regime::Static { dupe_factor: 1 }).build()?;
+/// let ids: Vec<u32> = std::iter::once(2).chain(100..160).chain([3]).collect();
+/// let special: Vec<bool> = ids.iter().map(|&i| i < 5).collect();
+/// let ex = Example::new(&ids, &special);
+/// let first = policy.mask(&ex, &MaskContext::new(7, 0, 0, 0))?;
+/// // Static, k = 1: every epoch sees the same mask.
+/// assert_eq!(first, policy.mask(&ex, &MaskContext::new(7, 5, 0, 0))?);
+/// // Labels keep the original id where a token was chosen, IGNORE_INDEX elsewhere.
+/// for (i, &label) in first.labels.iter().enumerate() {
+///     assert!(label == IGNORE_INDEX || label == ids[i] as i32);
+/// }
+/// # Ok::<(), mask_core::MaskError>(())
+/// ```
 pub trait MaskPolicy: Send + Sync {
     /// Vocabulary size: input ids must be below it.
     fn vocab_size(&self) -> u32;

@@ -5,6 +5,13 @@
 //! The key is derived with the SplitMix64 finaliser (Steele et al. 2014) applied in a chain; the
 //! stream itself is wyrand (Wang Yi), a 64-bit generator passing BigCrush and PractRand that
 //! costs one 64x64->128 multiply per draw. It is not cryptographic, and needs not be.
+//!
+//! [`MaskRng`] implements `rand_core`'s [`TryRng`](rand_core::TryRng) (hence
+//! [`rand_core::Rng`]), so `rand_distr`'s distributions draw from it: span lengths are
+//! `rand_distr::Geometric`, BEiT's aspect ratios `rand_distr::Uniform` in log space. Their
+//! algorithms are part of what a mask is: `tests/regression.rs` pins masks bit for bit, so an
+//! upgrade of either crate that changes a draw fails the tests instead of silently changing
+//! every mask.
 
 /// SplitMix64 finaliser: a bijective 64-bit mixer with full avalanche.
 #[inline]
@@ -72,6 +79,25 @@ impl MaskRng {
     }
 }
 
+impl rand_core::TryRng for MaskRng {
+    type Error = rand_core::Infallible;
+
+    #[inline]
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(MaskRng::next_u32(self))
+    }
+
+    #[inline]
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(MaskRng::next_u64(self))
+    }
+
+    #[inline]
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand_core::utils::fill_bytes_via_next_word(dst, || self.try_next_u64())
+    }
+}
+
 /// The 32-bit threshold `t` such that `next_u32() < t` has probability `p` (to 2^-32).
 ///
 /// Returned as `u64` so that `p = 1` (threshold 2^32) is exact.
@@ -109,6 +135,20 @@ mod tests {
         for _ in 0..10_000 {
             assert!(r.below(7) < 7);
         }
+    }
+
+    #[test]
+    fn rand_core_draws_are_the_stream() {
+        use rand_core::Rng;
+        let (mut a, mut b) = (MaskRng::from_state(9), MaskRng::from_state(9));
+        assert_eq!(Rng::next_u64(&mut a), b.next_u64());
+        assert_eq!(Rng::next_u32(&mut a), b.next_u32());
+        // Bytes are the next words, little-endian; a partial last word is cut.
+        let mut bytes = [0u8; 12];
+        a.fill_bytes(&mut bytes);
+        let (w0, w1) = (b.next_u64().to_le_bytes(), b.next_u64().to_le_bytes());
+        assert_eq!(&bytes[..8], &w0);
+        assert_eq!(&bytes[8..], &w1[..4]);
     }
 
     #[test]

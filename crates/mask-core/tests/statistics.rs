@@ -201,41 +201,44 @@ fn span_budget_matches_mask_prob_in_expectation() {
     );
 }
 
+/// Span lengths against the truncated geometric pmf, for SpanBERT's setting and for `p` on
+/// both of `rand_distr::Geometric`'s code paths (a plain loop for `p >= 2/3`, Bringmann and
+/// Friedrich's method below), with an offset support.
 #[test]
 fn span_lengths_follow_the_truncated_geometric() {
-    let sel = SpanSelector::new(0.2, 1, 10, SpanAnchor::Token).unwrap();
-    let q: f64 = 0.8;
-    let z: f64 = 1.0 - q.powi(10);
-    let pmf: Vec<f64> = (0..10).map(|k| 0.2 * q.powi(k) / z).collect();
-    let mean: f64 = pmf
-        .iter()
-        .enumerate()
-        .map(|(k, p)| (k + 1) as f64 * p)
-        .sum();
-    let var: f64 = pmf
-        .iter()
-        .enumerate()
-        .map(|(k, p)| ((k + 1) as f64 - mean).powi(2) * p)
-        .sum();
-    assert!((mean - sel.mean_length()).abs() < 1e-12);
-    let n = 200_000;
-    let mut rng = MaskRng::for_example(11, 0, 0, 0);
-    let mut hist = [0usize; 10];
-    let mut sum = 0u64;
-    for _ in 0..n {
-        let l = sel.sample_length(&mut rng);
-        assert!((1..=10).contains(&l));
-        hist[l as usize - 1] += 1;
-        sum += l as u64;
-    }
-    let observed_mean = sum as f64 / n as f64;
-    let tol = 5.0 * (var / n as f64).sqrt();
-    assert!(
-        (observed_mean - mean).abs() < tol,
-        "mean span length {observed_mean:.4}, expected {mean:.4} +- {tol:.4}"
-    );
-    for (k, &h) in hist.iter().enumerate() {
-        assert_binomial(&format!("span length {}", k + 1), h, n, pmf[k]);
+    for (p, min_span, max_span) in [(0.2, 1u32, 10u32), (0.7, 1, 4), (0.03, 2, 40)] {
+        let sel = SpanSelector::new(p, min_span, max_span, SpanAnchor::Token).unwrap();
+        let q: f64 = 1.0 - p;
+        let m = (max_span - min_span + 1) as usize;
+        let z: f64 = 1.0 - q.powi(m as i32);
+        let pmf: Vec<f64> = (0..m).map(|k| p * q.powi(k as i32) / z).collect();
+        let length = |k: usize| (min_span as usize + k) as f64;
+        let mean: f64 = pmf.iter().enumerate().map(|(k, w)| length(k) * w).sum();
+        let var: f64 = pmf
+            .iter()
+            .enumerate()
+            .map(|(k, w)| (length(k) - mean).powi(2) * w)
+            .sum();
+        assert!((mean - sel.mean_length()).abs() < 1e-12);
+        let n = 200_000;
+        let mut rng = MaskRng::for_example(11, 0, 0, 0);
+        let mut hist = vec![0usize; m];
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let l = sel.sample_length(&mut rng);
+            assert!((min_span..=max_span).contains(&l));
+            hist[(l - min_span) as usize] += 1;
+            sum += l as u64;
+        }
+        let observed_mean = sum as f64 / n as f64;
+        let tol = 5.0 * (var / n as f64).sqrt();
+        assert!(
+            (observed_mean - mean).abs() < tol,
+            "p {p}: mean span length {observed_mean:.4}, expected {mean:.4} +- {tol:.4}"
+        );
+        for (k, &h) in hist.iter().enumerate() {
+            assert_binomial(&format!("p {p}, span length {}", length(k)), h, n, pmf[k]);
+        }
     }
 }
 

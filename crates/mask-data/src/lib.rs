@@ -11,7 +11,7 @@
 //! - [`image`]: IDX images (Fashion-MNIST subset embedded) and greyscale PNG output.
 //! - [`movielens`]: MovieLens interactions, the leave-one-out split, sampled negatives.
 //! - [`sampler`]: the per-epoch shuffle and fixed-size batches, a pure function of
-//!   `(seed, step)`; [`collate`]: padded, masked host batches of documents.
+//!   `(seed, step)`; [`collate`](mod@collate): padded, masked host batches of documents.
 //!
 //! Every fallible function returns [`DataError`], which names the file, line, field or value at
 //! fault; decompression is bounded ([`compress`]).
@@ -31,3 +31,8 @@ pub use error::{DataError, Result};
 pub use sampler::{epoch_order, BatchSchedule, EpochOrder};
 pub use text::LabeledText;
 pub use tokenizer::{Encoded, TextTokenizer, TokenizerConfig};
+
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -149,6 +149,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A model config that can rebuild its model; the checkpoint functions are generic over it.
+///
+/// Implemented by every model config of this crate. A checkpoint round trip, and the refusal of
+/// a checkpoint written for another config:
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use mask_model::{load_checkpoint, save_checkpoint, MlmConfig, TextEncoderConfig, TransformerConfig};
+///
+/// type B = NdArray<f32>;
+/// let device = Default::default();
+/// let config = MlmConfig::new(TextEncoderConfig::new(TransformerConfig::new(16, 2, 1, 32), 50));
+/// let model = config.init::<B>(&device)?;
+/// let path = std::env::temp_dir().join(format!("mask-model-doc-{}.dynmask", std::process::id()));
+/// save_checkpoint::<B, _>(&model, &config, &path)?;
+/// let loaded = load_checkpoint::<B, _>(&config, &path, &device)?;
+/// assert_eq!(loaded.head.bias.val().into_data(), model.head.bias.val().into_data());
+///
+/// let wider = MlmConfig::new(TextEncoderConfig::new(TransformerConfig::new(32, 2, 1, 32), 50));
+/// assert!(load_checkpoint::<B, _>(&wider, &path, &device).is_err()); // another config: refused
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), mask_model::ModelError>(())
+/// ```
 pub trait ModelConfig: Serialize + DeserializeOwned + Clone {
     /// Kind tag stored in checkpoints (`"mlm"`, `"classifier"`, ...).
     const KIND: &'static str;

@@ -1,142 +1,204 @@
-//! Weights as safetensors with names a PyTorch user recognises.
+//! Weights as safetensors with names a PyTorch user recognises, through burn-store.
 //!
 //! BERT models ([`MlmModel`], [`ClassifierModel`]) use the names of HF `BertForMaskedLM` /
-//! `BertForSequenceClassification` (see the table in `docs/model.md`); Linear weights are
-//! stored `[out, in]` as in `torch.nn.Linear` (burn stores `[in, out]`). A post-LN model with
-//! learned positions loads into HF with `BertForMaskedLM.from_pretrained` (the zero
-//! `token_type_embeddings` we write make HF's segment term a no-op). Every other module exports
-//! by its burn field path (`encoder.blocks.0.attn.query.weight`), with the same Linear
-//! transpose. [`import_hf_bert_mlm`] reads HF BERT weights back (used by the PyTorch
-//! conformance test).
+//! `BertForSequenceClassification` (the table in `docs/model.md`); Linear weights are stored
+//! `[out, in]` as in `torch.nn.Linear` (burn stores `[in, out]`). A post-LN model with learned
+//! positions loads into HF with `BertForMaskedLM.from_pretrained` (`dynmask export` writes the
+//! folder). Every other module exports by its burn field path
+//! (`encoder.blocks.0.attn.query.weight`), with the same Linear layout.
+//!
+//! What burn-store does, and what stays written here:
+//! - burn-store walks the module (`ModuleSnapshot::collect`), converts layouts and LayerNorm
+//!   names (`BurnToPyTorchAdapter`: Linear weights transposed, `gamma`/`beta` ->
+//!   `weight`/`bias`) and renames paths (`KeyRemapper`, from the table [`HF_BERT_NAMES`]); on
+//!   import, `SafetensorsStore` with the inverse renaming and `PyTorchToBurnAdapter` loads the
+//!   weights into the model.
+//! - Written here: the all-zero `token_type_embeddings` that HF BERT expects and our encoder has
+//!   no parameter for (added on export; on import, its row 0 is folded into the position table),
+//!   the serialisation of that extended list with the `safetensors` crate (burn-store's store
+//!   saves a module's own parameters only), and errors that name the HF tensor at fault.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::{
+    ApplyResult, BurnToPyTorchAdapter, ChainAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot,
+};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::checkpoint::write_atomic;
 use crate::classifier::ClassifierModel;
-use crate::encoder::TextEncoder;
+use crate::config::{NormPlacement, PositionEncoding, TextEncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::mlm::{MlmHead, MlmModel};
+use crate::mlm::MlmModel;
 
 /// Named f32 tensors in export order: `(name, shape, row-major values)`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NamedTensors(pub Vec<(String, Vec<usize>, Vec<f32>)>);
 
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-    let data = t.into_data().convert::<f32>();
+/// burn path prefix -> HF BERT name prefix (`{N}`: the layer index), after
+/// `BurnToPyTorchAdapter` has renamed LayerNorm `gamma`/`beta` to `weight`/`bias`.
+pub const HF_BERT_NAMES: &[(&str, &str)] = &[
+    (
+        "encoder.word_embeddings.",
+        "bert.embeddings.word_embeddings.",
+    ),
+    (
+        "encoder.position_embeddings.",
+        "bert.embeddings.position_embeddings.",
+    ),
+    ("encoder.embed_norm.", "bert.embeddings.LayerNorm."),
+    (
+        "encoder.transformer.blocks.{N}.attn.query.",
+        "bert.encoder.layer.{N}.attention.self.query.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.attn.key.",
+        "bert.encoder.layer.{N}.attention.self.key.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.attn.value.",
+        "bert.encoder.layer.{N}.attention.self.value.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.attn.output.",
+        "bert.encoder.layer.{N}.attention.output.dense.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.attn_norm.",
+        "bert.encoder.layer.{N}.attention.output.LayerNorm.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.ff_in.",
+        "bert.encoder.layer.{N}.intermediate.dense.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.ff_out.",
+        "bert.encoder.layer.{N}.output.dense.",
+    ),
+    (
+        "encoder.transformer.blocks.{N}.ff_norm.",
+        "bert.encoder.layer.{N}.output.LayerNorm.",
+    ),
+    // Not in HF BERT (post-LN only): a dynmask extension for pre-LN models.
+    (
+        "encoder.transformer.final_norm.",
+        "bert.encoder.final_layer_norm.",
+    ),
+    // BertForMaskedLM's head; `cls.predictions.decoder.weight` is tied to the word embeddings
+    // and, as in HF's own files, not stored.
+    ("head.transform.", "cls.predictions.transform.dense."),
+    ("head.norm.", "cls.predictions.transform.LayerNorm."),
+    ("head.bias", "cls.predictions.bias"),
+    // BertForSequenceClassification's head (mean pooling has no pooler).
+    ("pooler.", "bert.pooler.dense."),
+];
+
+/// HF's segment table: two all-zero rows, so HF's `token_type_ids = 0` term is a no-op.
+const TOKEN_TYPES: &str = "bert.embeddings.token_type_embeddings.weight";
+
+/// A `KeyRemapper` from each `from` prefix to its `to` prefix. Patterns are anchored at the
+/// start, and no output of one pattern starts with another's input (`bert.`/`cls.` vs burn
+/// paths), so the remapper's apply-every-pattern loop renames each name at most once.
+fn prefix_remapper(pairs: impl Iterator<Item = (&'static str, &'static str)>) -> KeyRemapper {
+    let pattern = |p: &str| format!("^{}", p.replace('.', r"\.").replace("{N}", r"(\d+)"));
+    let replacement = |p: &str| p.replace("{N}", "${1}");
+    KeyRemapper::from_patterns(
+        pairs
+            .map(|(from, to)| (pattern(from), replacement(to)))
+            .collect(),
+    )
+    .expect("the name table holds valid patterns")
+}
+
+fn to_hf() -> KeyRemapper {
+    prefix_remapper(HF_BERT_NAMES.iter().copied())
+}
+
+fn from_hf() -> KeyRemapper {
+    prefix_remapper(HF_BERT_NAMES.iter().map(|&(burn, hf)| (hf, burn)))
+}
+
+/// The HF name of a burn path (for errors).
+fn hf_name(burn_path: &str) -> String {
+    let adapted = burn_path
+        .strip_suffix(".gamma")
+        .map(|p| format!("{p}.weight"))
+        .or_else(|| burn_path.strip_suffix(".beta").map(|p| format!("{p}.bias")))
+        .unwrap_or_else(|| burn_path.to_string());
+    to_hf()
+        .to_regex_pairs()
+        .iter()
+        .find(|(re, _)| re.is_match(&adapted))
+        .map(|(re, to)| re.replace(&adapted, to.as_str()).into_owned())
+        .unwrap_or(adapted)
+}
+
+fn snapshot_values(s: &TensorSnapshot) -> (Vec<usize>, Vec<f32>) {
+    let data = s
+        .to_data()
+        .expect("module parameters are in memory")
+        .convert::<f32>();
     let shape = data.shape.to_vec();
     (shape, data.to_vec::<f32>().expect("f32 after convert"))
 }
 
-/// Row-major `[rows, cols]` to `[cols, rows]`.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
-
 impl NamedTensors {
-    fn push<B: Backend, const D: usize>(&mut self, name: String, t: Tensor<B, D>) {
-        let (shape, v) = values(t);
-        self.0.push((name, shape, v));
+    /// Every float parameter of `model` through burn-store, in PyTorch layout, renamed by
+    /// `remapper` (if any).
+    fn collect<B: Backend, M: Module<B>>(model: &M, remapper: Option<KeyRemapper>) -> Self {
+        let snapshots = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false);
+        let snapshots = match remapper {
+            Some(r) => r.remap(snapshots).0,
+            None => snapshots,
+        };
+        Self(
+            snapshots
+                .iter()
+                .map(|s| {
+                    let (shape, values) = snapshot_values(s);
+                    (s.full_path(), shape, values)
+                })
+                .collect(),
+        )
     }
 
-    fn linear<B: Backend>(&mut self, prefix: &str, l: &Linear<B>) {
-        let (shape, v) = values(l.weight.val()); // [in, out]
-        self.0.push((
-            format!("{prefix}.weight"),
-            vec![shape[1], shape[0]],
-            transpose(&v, shape[0], shape[1]),
-        ));
-        if let Some(b) = &l.bias {
-            self.push(format!("{prefix}.bias"), b.val());
-        }
-    }
-
-    fn layer_norm<B: Backend>(&mut self, prefix: &str, n: &LayerNorm<B>) {
-        self.push(format!("{prefix}.weight"), n.gamma.val());
-        if let Some(b) = &n.beta {
-            self.push(format!("{prefix}.bias"), b.val());
-        }
-    }
-
-    fn encoder<B: Backend>(&mut self, prefix: &str, e: &TextEncoder<B>) {
-        let p = |s: &str| format!("{prefix}.{s}");
-        self.push(
-            p("embeddings.word_embeddings.weight"),
-            e.word_embeddings.weight.val(),
+    fn with_token_types(mut self, d_model: usize) -> Self {
+        let at = self
+            .0
+            .iter()
+            .position(|(n, _, _)| n.starts_with("bert.embeddings.LayerNorm"))
+            .unwrap_or(self.0.len());
+        self.0.insert(
+            at,
+            (
+                TOKEN_TYPES.to_string(),
+                vec![2, d_model],
+                vec![0.0; 2 * d_model],
+            ),
         );
-        if let Some(pos) = &e.position_embeddings {
-            self.push(p("embeddings.position_embeddings.weight"), pos.weight.val());
-        }
-        let d = e.d_model();
-        self.0.push((
-            p("embeddings.token_type_embeddings.weight"),
-            vec![2, d],
-            vec![0.0; 2 * d],
-        ));
-        if let Some(n) = &e.embed_norm {
-            self.layer_norm(&p("embeddings.LayerNorm"), n);
-        }
-        for (i, block) in e.transformer.blocks.iter().enumerate() {
-            let l = |s: &str| format!("{prefix}.encoder.layer.{i}.{s}");
-            self.linear(&l("attention.self.query"), &block.attn.query);
-            self.linear(&l("attention.self.key"), &block.attn.key);
-            self.linear(&l("attention.self.value"), &block.attn.value);
-            self.linear(&l("attention.output.dense"), &block.attn.output);
-            self.layer_norm(&l("attention.output.LayerNorm"), &block.attn_norm);
-            self.linear(&l("intermediate.dense"), &block.ff_in);
-            self.linear(&l("output.dense"), &block.ff_out);
-            self.layer_norm(&l("output.LayerNorm"), &block.ff_norm);
-        }
-        if let Some(n) = &e.transformer.final_norm {
-            // Not in HF BERT (post-LN only): a dynmask extension for pre-LN models.
-            self.layer_norm(&p("encoder.final_layer_norm"), n);
-        }
-    }
-
-    fn mlm_head<B: Backend>(&mut self, h: &MlmHead<B>) {
-        self.linear("cls.predictions.transform.dense", &h.transform);
-        self.layer_norm("cls.predictions.transform.LayerNorm", &h.norm);
-        // `cls.predictions.decoder.weight` is tied to the word embeddings and, as in HF's own
-        // files, not stored.
-        self.push("cls.predictions.bias".into(), h.bias.val());
+        self
     }
 
     /// HF `BertForMaskedLM` names.
     pub fn bert_mlm<B: Backend>(model: &MlmModel<B>) -> Self {
-        let mut out = Self::default();
-        out.encoder("bert", &model.encoder);
-        out.mlm_head(&model.head);
-        out
+        Self::collect(model, Some(to_hf())).with_token_types(model.encoder.d_model())
     }
 
     /// HF `BertForSequenceClassification` names (mean pooling has no `bert.pooler`).
     pub fn bert_classifier<B: Backend>(model: &ClassifierModel<B>) -> Self {
-        let mut out = Self::default();
-        out.encoder("bert", &model.encoder);
-        if let Some(p) = &model.pooler {
-            out.linear("bert.pooler.dense", p);
-        }
-        out.linear("classifier", &model.classifier);
-        out
+        Self::collect(model, Some(to_hf())).with_token_types(model.encoder.d_model())
     }
 
-    /// Any module by burn field path (Linear weights transposed to `[out, in]`).
+    /// Any module by burn field path, in PyTorch layout (Linear weights `[out, in]`,
+    /// LayerNorm `weight`/`bias`).
     pub fn by_path<B: Backend, M: Module<B>>(model: &M) -> Self {
-        let mut v = PathVisitor::default();
-        model.visit(&mut v);
-        v.out
+        Self::collect(model, None)
     }
 
     /// Serialises as safetensors (f32, with `metadata`).
@@ -173,126 +235,57 @@ fn st_error(path: &str, reason: impl Into<String>) -> ModelError {
     }
 }
 
-/// Collects float parameters with their burn paths.
-#[derive(Default)]
-struct PathVisitor {
-    stack: Vec<(String, String)>,
-    out: NamedTensors,
-}
+/// Casts loaded float tensors to the model's float type: burn-store applies a file's f32 data as
+/// f32 tensors, which an f64 model would then mix with its own f64 ones.
+#[derive(Debug, Clone)]
+struct CastTo(DType);
 
-impl<B: Backend> ModuleVisitor<B> for PathVisitor {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let name = self
-            .stack
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
-        let (shape, v) = values(param.val());
-        let in_linear = self
-            .stack
-            .last()
-            .is_some_and(|(n, c)| n == "weight" && c == "Struct:Linear");
-        if D == 2 && in_linear {
-            let t = transpose(&v, shape[0], shape[1]);
-            self.out.0.push((name, vec![shape[1], shape[0]], t));
-        } else {
-            self.out.0.push((name, shape, v));
+impl ModuleAdapter for CastTo {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let target = self.0;
+        if snapshot.dtype == target || !snapshot.dtype.is_float() {
+            return snapshot.clone();
         }
+        let data = snapshot.clone_data_fn();
+        TensorSnapshot::from_closure(
+            std::rc::Rc::new(move || Ok(data()?.convert_dtype(target))),
+            target,
+            snapshot.shape.clone(),
+            snapshot.path_stack.clone().unwrap_or_default(),
+            snapshot.container_stack.clone().unwrap_or_default(),
+            snapshot.tensor_id.unwrap_or_default(),
+        )
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
     }
 }
 
-/// Reads named f32 tensors from safetensors bytes, checking shapes.
-struct Reader<'a> {
-    st: SafeTensors<'a>,
-    path: String,
-}
-
-impl Reader<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let t = self
-            .st
-            .tensor(name)
-            .map_err(|_| st_error(&self.path, format!("tensor `{name}` is missing")))?;
-        if t.dtype() != Dtype::F32 {
-            return Err(st_error(
-                &self.path,
-                format!("tensor `{name}` is {:?}, expected F32", t.dtype()),
-            ));
-        }
-        if t.shape() != shape {
-            return Err(ModelError::Shape {
-                what: format!("tensor `{name}` in {}", self.path),
-                expected: format!("{shape:?}"),
-                got: format!("{:?}", t.shape()),
-            });
-        }
-        Ok(t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+/// Turns burn-store's report into our errors: a missing tensor or a shape mismatch, named by
+/// its HF name.
+fn check_applied(result: &ApplyResult, path: &str) -> Result<()> {
+    if let Some(e) = result.errors.first() {
+        return Err(match e {
+            burn_store::ApplyError::ShapeMismatch {
+                path: p,
+                expected,
+                found,
+            } => ModelError::Shape {
+                what: format!("tensor `{}` in {path}", hf_name(p)),
+                expected: format!("{expected:?}"),
+                got: format!("{found:?}"),
+            },
+            other => st_error(path, other.to_string()),
+        });
     }
-
-    fn param<B: Backend, const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Param<Tensor<B, D>>> {
-        let v = self.get(name, &shape)?;
-        Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(v, shape),
-            device,
-        )))
+    if let Some((missing, _)) = result.missing.first() {
+        return Err(st_error(
+            path,
+            format!("tensor `{}` is missing", hf_name(missing)),
+        ));
     }
-
-    fn linear<B: Backend>(
-        &self,
-        prefix: &str,
-        l: &mut Linear<B>,
-        device: &B::Device,
-    ) -> Result<()> {
-        let [d_in, d_out] = l.weight.val().dims();
-        let v = self.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let w = transpose(&v, d_out, d_in); // [in, out]
-        l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
-        if l.bias.is_some() {
-            l.bias = Some(self.param(&format!("{prefix}.bias"), [d_out], device)?);
-        }
-        Ok(())
-    }
-
-    fn layer_norm<B: Backend>(
-        &self,
-        prefix: &str,
-        n: &mut LayerNorm<B>,
-        device: &B::Device,
-    ) -> Result<()> {
-        let [d] = n.gamma.val().dims();
-        n.gamma = self.param(&format!("{prefix}.weight"), [d], device)?;
-        if n.beta.is_some() {
-            n.beta = Some(self.param(&format!("{prefix}.bias"), [d], device)?);
-        }
-        Ok(())
-    }
-
-    fn embedding<B: Backend>(
-        &self,
-        name: &str,
-        e: &mut Embedding<B>,
-        device: &B::Device,
-    ) -> Result<()> {
-        let [n, d] = e.weight.val().dims();
-        e.weight = self.param(name, [n, d], device)?;
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Loads HF `BertForMaskedLM` weights (safetensors bytes) into a post-LN, learned-position
@@ -305,66 +298,117 @@ pub fn import_hf_bert_mlm<B: Backend>(
     device: &B::Device,
 ) -> Result<MlmModel<B>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| st_error(path, e.to_string()))?;
-    let r = Reader {
-        st,
-        path: path.to_string(),
-    };
-    let e = &mut model.encoder;
-    let d = e.d_model();
-    r.embedding(
-        "bert.embeddings.word_embeddings.weight",
-        &mut e.word_embeddings,
-        device,
-    )?;
-    let pos = e
-        .position_embeddings
-        .as_mut()
-        .ok_or_else(|| st_error(path, "HF BERT import needs a model with learned positions"))?;
-    let [max_len, _] = pos.weight.val().dims();
-    let mut table = r.get("bert.embeddings.position_embeddings.weight", &[max_len, d])?;
-    let types =
-        r.st.tensor("bert.embeddings.token_type_embeddings.weight")
-            .ok()
-            .map(|t| t.shape()[0]);
-    if let Some(n_types) = types {
-        let tt = r.get(
-            "bert.embeddings.token_type_embeddings.weight",
-            &[n_types, d],
-        )?;
-        for row in table.chunks_exact_mut(d) {
-            row.iter_mut().zip(&tt[..d]).for_each(|(p, t)| *p += t);
+    // Tensors of the model (a file may hold others, e.g. inputs and gradients in a fixture).
+    for name in st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("bert.") || n.starts_with("cls."))
+    {
+        let dtype = st.tensor(name).map(|t| t.dtype()).ok();
+        if dtype != Some(Dtype::F32) {
+            return Err(st_error(
+                path,
+                format!("tensor `{name}` is {dtype:?}, expected F32"),
+            ));
         }
     }
-    pos.weight = Param::from_tensor(Tensor::from_data(
-        TensorData::new(table, [max_len, d]),
-        device,
-    ));
-    let norm = e.embed_norm.as_mut().ok_or_else(|| {
-        st_error(
+    let e = &model.encoder;
+    if e.position_embeddings.is_none() {
+        return Err(st_error(
+            path,
+            "HF BERT import needs a model with learned positions",
+        ));
+    }
+    if e.embed_norm.is_none() {
+        return Err(st_error(
             path,
             "HF BERT import needs a post-LN model (embedding LayerNorm)",
-        )
-    })?;
-    r.layer_norm("bert.embeddings.LayerNorm", norm, device)?;
-    for (i, block) in e.transformer.blocks.iter_mut().enumerate() {
-        let l = |s: &str| format!("bert.encoder.layer.{i}.{s}");
-        r.linear(&l("attention.self.query"), &mut block.attn.query, device)?;
-        r.linear(&l("attention.self.key"), &mut block.attn.key, device)?;
-        r.linear(&l("attention.self.value"), &mut block.attn.value, device)?;
-        r.linear(&l("attention.output.dense"), &mut block.attn.output, device)?;
-        r.layer_norm(
-            &l("attention.output.LayerNorm"),
-            &mut block.attn_norm,
-            device,
-        )?;
-        r.linear(&l("intermediate.dense"), &mut block.ff_in, device)?;
-        r.linear(&l("output.dense"), &mut block.ff_out, device)?;
-        r.layer_norm(&l("output.LayerNorm"), &mut block.ff_norm, device)?;
+        ));
     }
-    let h = &mut model.head;
-    r.linear("cls.predictions.transform.dense", &mut h.transform, device)?;
-    r.layer_norm("cls.predictions.transform.LayerNorm", &mut h.norm, device)?;
-    let [v] = h.bias.val().dims();
-    h.bias = r.param("cls.predictions.bias", [v], device)?;
+    let d = e.d_model();
+    let dtype = e.word_embeddings.weight.val().dtype();
+    // burn-store: HF names -> burn paths, PyTorch layout -> burn layout, into the model. The
+    // segment table has no parameter here and stays unused; it is folded below.
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
+        .remap(from_hf())
+        .with_from_adapter(ChainAdapter::new(PyTorchToBurnAdapter, CastTo(dtype)))
+        .allow_partial(true)
+        .validate(false);
+    let applied = model
+        .load_from(&mut store)
+        .map_err(|e| st_error(path, e.to_string()))?;
+    check_applied(&applied, path)?;
+    if let Ok(tt) = st.tensor(TOKEN_TYPES) {
+        let (shape, data) = (tt.shape().to_vec(), tt.data());
+        if shape.len() != 2 || shape[1] != d || shape[0] == 0 {
+            return Err(ModelError::Shape {
+                what: format!("tensor `{TOKEN_TYPES}` in {path}"),
+                expected: format!("[n_types, {d}]"),
+                got: format!("{shape:?}"),
+            });
+        }
+        let row0: Vec<f32> = data[..4 * d]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let pos = model
+            .encoder
+            .position_embeddings
+            .as_mut()
+            .expect("checked above");
+        let table = pos.weight.val();
+        let [max_len, _] = table.dims();
+        // Added in the model's float type (f32 here, f64 in the float64 conformance test).
+        let row = Tensor::<B, 2>::from_data(
+            TensorData::new(row0, [1, d]).convert_dtype(table.dtype()),
+            device,
+        );
+        // Through host data: the parameter must be a fresh leaf, not the result of an op.
+        let folded = (table + row.expand([max_len, d])).into_data();
+        pos.weight = burn::module::Param::from_tensor(Tensor::from_data(folded, device));
+    }
     Ok(model)
+}
+
+/// The `config.json` of HF `BertForMaskedLM` for a model built from `config`, or a typed error
+/// naming the first field HF BERT cannot represent (it has learned absolute positions and
+/// post-LN blocks; a rotary or pre-LN model would load without error and compute something
+/// else).
+pub fn hf_bert_config(config: &TextEncoderConfig, pad_token_id: u32) -> Result<serde_json::Value> {
+    let t = &config.transformer;
+    // The config's own spelling (`rotary`, `pre_ln`).
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    if config.position != PositionEncoding::Learned {
+        return Err(ModelError::InvalidConfig {
+            field: "position",
+            value: name(serde_json::json!(config.position)),
+            expected: "learned: HF BERT has learned absolute positions".into(),
+        });
+    }
+    if t.norm != NormPlacement::PostLn {
+        return Err(ModelError::InvalidConfig {
+            field: "norm",
+            value: name(serde_json::json!(t.norm)),
+            expected: "post_ln: HF BERT normalises after each sub-layer".into(),
+        });
+    }
+    Ok(serde_json::json!({
+        "architectures": ["BertForMaskedLM"],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": t.d_model,
+        "num_hidden_layers": t.n_layers,
+        "num_attention_heads": t.n_heads,
+        "intermediate_size": t.d_ff,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": t.dropout,
+        "attention_probs_dropout_prob": t.attn_dropout,
+        "max_position_embeddings": config.max_len,
+        "type_vocab_size": 2,
+        "initializer_range": t.init_std,
+        "layer_norm_eps": t.layer_norm_eps,
+        "pad_token_id": pad_token_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": true,
+    }))
 }

@@ -43,7 +43,7 @@ pub use classifier::{ClassifierConfig, ClassifierModel, Pooling};
 pub use config::{NormPlacement, PositionEncoding, TextEncoderConfig, TransformerConfig, PRESETS};
 pub use encoder::{ids_tensor, TextEncoder};
 pub use error::{ModelError, Result};
-pub use export::{import_hf_bert_mlm, NamedTensors};
+pub use export::{hf_bert_config, import_hf_bert_mlm, NamedTensors, HF_BERT_NAMES};
 pub use init::materialize;
 pub use loss::{masked_lm_loss, masked_patch_mse, token_cross_entropy, MaskedTargets};
 pub use mlm::{MlmConfig, MlmHead, MlmModel};
@@ -51,3 +51,8 @@ pub use tagger::{TokenClassifierConfig, TokenClassifierModel};
 pub use vit_mae::{MaeIndices, MaeOutput, VitMae, VitMaeConfig};
 
 pub use mask_attn;
+
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

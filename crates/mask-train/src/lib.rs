@@ -43,3 +43,8 @@ pub use task::{BatchInfo, Metrics, TaskOutput, TrainTask};
 
 pub use mask_data;
 pub use mask_model;
+
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

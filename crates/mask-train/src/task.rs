@@ -57,7 +57,103 @@ pub struct TaskOutput<B: Backend> {
 
 /// A training objective: model, host batches, loss, feedback, evaluation and extra state.
 ///
-/// A new task is about thirty lines: see `docs/architecture.md` for a complete example.
+/// The smallest task there is, fitting `y = 3x + 1` with one linear layer, and the
+/// [`Learner`](crate::Learner) running it (`examples/custom_task.rs` and `docs/architecture.md`
+/// walk through a real one, ELECTRA-style replaced-token detection):
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::prelude::*;
+/// use burn::tensor::backend::AutodiffBackend;
+/// use mask_train::{BatchInfo, Learner, Metrics, Result, TaskOutput, TrainConfig, TrainTask};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone)]
+/// struct Line;
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// struct Mse(f64);
+///
+/// impl Metrics for Mse {
+///     fn score(&self) -> f64 {
+///         self.0
+///     }
+///     fn values(&self) -> Vec<(&'static str, f64)> {
+///         vec![("mse", self.0)]
+///     }
+/// }
+///
+/// /// The batch of `step`: a pure function of the step, as the learner requires.
+/// fn points(step: u64, n: usize) -> Vec<[f32; 2]> {
+///     (0..n)
+///         .map(|i| (step as usize * n + i) % 17)
+///         .map(|j| j as f32 / 17.0 - 0.5)
+///         .map(|x| [x, 3.0 * x + 1.0])
+///         .collect()
+/// }
+///
+/// fn mse<B: Backend>(model: &Linear<B>, batch: &[[f32; 2]], device: &B::Device) -> Tensor<B, 1> {
+///     let column = |c: usize| {
+///         let v: Vec<f32> = batch.iter().map(|p| p[c]).collect();
+///         Tensor::<B, 2>::from_data(TensorData::new(v, [batch.len(), 1]), device)
+///     };
+///     (model.forward(column(0)) - column(1)).powi_scalar(2).mean()
+/// }
+///
+/// impl<B: AutodiffBackend> TrainTask<B> for Line {
+///     type Model = Linear<B>;
+///     type Batch = Vec<[f32; 2]>;
+///     type Metrics = Mse;
+///
+///     fn kind(&self) -> &'static str {
+///         "line"
+///     }
+///     fn settings(&self) -> serde_json::Value {
+///         serde_json::json!({ "slope": 3.0, "intercept": 1.0 })
+///     }
+///     fn num_examples(&self) -> usize {
+///         17
+///     }
+///     fn init_model(&self, device: &B::Device) -> Result<Linear<B>> {
+///         Ok(LinearConfig::new(1, 1).init(device))
+///     }
+///     fn batch(&mut self, _seed: u64, step: u64, batch_size: usize) -> Result<Self::Batch> {
+///         Ok(points(step, batch_size))
+///     }
+///     fn describe(&self, batch: &Self::Batch) -> BatchInfo {
+///         let n = batch.len();
+///         BatchInfo { examples: n, tokens: n, items: n, ..BatchInfo::default() }
+///     }
+///     fn forward(
+///         &self,
+///         model: &Linear<B>,
+///         batch: &Self::Batch,
+///         device: &B::Device,
+///     ) -> Result<Option<TaskOutput<B>>> {
+///         Ok(Some(TaskOutput { loss: mse(model, batch, device), per_item: None }))
+///     }
+///     fn evaluate(&self, model: &Linear<B::InnerBackend>, device: &B::Device) -> Result<Mse> {
+///         Ok(Mse(mse(model, &points(0, 17), device).into_scalar().elem()))
+///     }
+/// }
+///
+/// let config = TrainConfig {
+///     steps: 300,
+///     batch_size: 8,
+///     lr: 0.05,
+///     warmup_steps: 10,
+///     weight_decay: 0.0,
+///     eval_every: 0,
+///     ..TrainConfig::default()
+/// };
+/// let mut learner = Learner::<Autodiff<NdArray<f32>>, _>::new(Line, config, &Default::default())?;
+/// let before = learner.evaluate()?.0;
+/// learner.fit(&mut |_event| {})?;
+/// let after = learner.evaluate()?.0;
+/// assert!(after < 1e-3 && after < before / 100.0, "{before} -> {after}");
+/// # Ok::<(), mask_train::TrainError>(())
+/// ```
 pub trait TrainTask<B: AutodiffBackend>: Clone + Send + 'static {
     /// The model trained.
     type Model: AutodiffModule<B> + 'static;

@@ -8,7 +8,7 @@
 //! - the two products of a tile run through `gemm` (the crate burn-flex uses: runtime-dispatched
 //!   AVX2 / AVX-512 / NEON micro-kernels), with no tensor allocation per tile;
 //! - the softmax's `exp` is a branch-free polynomial that the compiler vectorises (see
-//!   [`exp_shifted_sum`]), compiled for AVX-512 or AVX2+FMA when the CPU has them;
+//!   `exp_shifted_sum`), compiled for AVX-512 or AVX2+FMA when the CPU has them;
 //! - (batch, head, query tile) tasks run in parallel on rayon's pool.
 //!
 //! ```text

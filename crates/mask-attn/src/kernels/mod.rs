@@ -2,7 +2,7 @@
 //!
 //! Legend: B batch, H heads, T query positions, S key positions, D head dim (Dv for values).
 //!
-//! - [`reference`]: plain tensor ops, full score matrix, NaN-free on fully masked rows.
+//! - [`reference`](mod@reference): plain tensor ops, full score matrix, NaN-free on fully masked rows.
 //! - [`block_sparse`]: tiled online softmax (flash-attention style) that skips empty tiles.
 //! - [`fused`]: burn's `module::attention` (a fused flash kernel on GPU backends at inference).
 //! - [`host`]: the CPU fast path: per-example tile skipping, `gemm` and a vectorised `exp` on

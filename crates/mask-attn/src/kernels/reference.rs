@@ -6,7 +6,7 @@
 //!
 //! Fully masked rows: masked scores are set to a large finite negative value before the row
 //! maximum (no `-inf - -inf`), their `exp` is zeroed by the mask, and the denominator is clamped
-//! (see [`super::MIN_DENOMINATOR`]), so such a row outputs exactly 0 with zero gradient.
+//! (the kernels' `MIN_DENOMINATOR`), so such a row outputs exactly 0 with zero gradient.
 
 use burn::nn::Dropout;
 use burn::prelude::*;

@@ -47,6 +47,34 @@ pub enum TileKind {
 }
 
 /// Which (batch, head, query, key) pairs may interact.
+///
+/// `allows` is the definition; kernels also ask [`classify`](AttnMask::classify) which tiles
+/// are empty, full or partial, so a mask that can answer for a whole tile cheaply should
+/// override it. A custom mask (dilated attention: every other key), materialised and used:
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use mask_attn::{mask_tensor, AttnMask, Causal};
+///
+/// #[derive(Debug)]
+/// struct EveryOtherKey;
+///
+/// impl AttnMask for EveryOtherKey {
+///     fn name(&self) -> &'static str {
+///         "every_other_key"
+///     }
+///     fn allows(&self, _b: usize, _h: usize, _q: usize, k: usize) -> bool {
+///         k % 2 == 0
+///     }
+/// }
+///
+/// assert!(Causal.allows(0, 0, 3, 2) && !Causal.allows(0, 0, 2, 3));
+/// // burn's convention: `true` = masked. Shape [B, H, T, S] = [1, 1, 4, 4].
+/// let masked = mask_tensor::<NdArray>(&EveryOtherKey, 1, 1, 4, 4, &Default::default())?;
+/// let row: Vec<bool> = masked.into_data().to_vec().unwrap();
+/// assert_eq!(&row[..4], &[false, true, false, true]);
+/// # Ok::<(), mask_attn::AttnError>(())
+/// ```
 pub trait AttnMask: Send + Sync + std::fmt::Debug {
     /// Short name, for errors and logs.
     fn name(&self) -> &'static str;

@@ -13,6 +13,9 @@
 //! visible patches in every image of a batch, so here the remaining budget is then topped up
 //! with uniformly random unmasked patches. The count is exactly `round(mask_ratio * N)`.
 
+use rand_distr::{Distribution, Uniform};
+
+use crate::error::{MaskError, Result};
 use crate::rng::MaskRng;
 
 /// Attempts per block before the rectangle loop is declared stalled (BEiT: 10).
@@ -25,25 +28,35 @@ pub struct BlockWisePatchSelector {
     grid_w: u32,
     n_masked: u32,
     min_block: u32,
-    log_aspect: (f64, f64),
+    /// `U[ln min_aspect, ln(1 / min_aspect)]`: the log of the aspect ratio.
+    log_aspect: Uniform<f64>,
 }
 
 impl BlockWisePatchSelector {
-    /// Parameters are checked by the config.
+    /// The config checks the parameters; a `min_aspect` whose log range is empty or not
+    /// finite is refused here too.
     pub(crate) fn new(
         grid_h: u32,
         grid_w: u32,
         n_masked: u32,
         min_block: u32,
         min_aspect: f64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let log_aspect =
+            Uniform::new_inclusive(min_aspect.ln(), -min_aspect.ln()).map_err(|_| {
+                MaskError::InvalidValue {
+                    field: "min_aspect",
+                    value: min_aspect.to_string(),
+                    expected: "a ratio in (0, 1] (the largest aspect is 1 / min_aspect)",
+                }
+            })?;
+        Ok(Self {
             grid_h,
             grid_w,
             n_masked,
             min_block,
-            log_aspect: (min_aspect.ln(), -min_aspect.ln()),
-        }
+            log_aspect,
+        })
     }
 
     /// One BEiT `_mask` call: up to 10 attempts to place a block adding `1..=max_add` new
@@ -52,10 +65,11 @@ impl BlockWisePatchSelector {
         let (gh, gw) = (self.grid_h as usize, self.grid_w as usize);
         let (lo, hi) = (self.min_block as f64, max_add as f64);
         for _ in 0..ATTEMPTS {
-            // Python's random.uniform(a, b) = a + (b - a) u, also when b < a.
+            // Python's random.uniform(a, b) = a + (b - a) u, also when b < a (BEiT draws the
+            // area so when the remaining budget is below min_block); rand's Uniform refuses
+            // b < a, so this one draw stays written out.
             let area = lo + (hi - lo) * rng.next_f64();
-            let (la, lb) = self.log_aspect;
-            let aspect = (la + (lb - la) * rng.next_f64()).exp();
+            let aspect = self.log_aspect.sample(rng).exp();
             let h = (area * aspect).sqrt().round() as usize;
             let w = (area / aspect).sqrt().round() as usize;
             if h == 0 || w == 0 || h >= gh || w >= gw {

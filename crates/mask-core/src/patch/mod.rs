@@ -202,7 +202,7 @@ impl PatchMaskingConfig {
                     n_masked,
                     min_block,
                     min_aspect,
-                ))
+                )?)
             }
         };
         Ok(PatchMasker {

@@ -37,6 +37,47 @@ use crate::example::{Example, Span};
 use crate::rng::MaskRng;
 
 /// Chooses which positions of one example to hide.
+///
+/// A selector only chooses; [`crate::Corruption`] decides what the chosen positions become and
+/// [`crate::TokenMasker`] composes both. A custom selector, masking every other eligible token:
+///
+/// ```
+/// use mask_core::selection::{SelectScratch, Selector};
+/// use mask_core::{Example, MaskRng, Span};
+///
+/// #[derive(Debug)]
+/// struct EveryOther;
+///
+/// impl Selector for EveryOther {
+///     fn name(&self) -> &'static str {
+///         "every_other"
+///     }
+///     fn select(
+///         &self,
+///         ex: &Example<'_>,
+///         _mask_prob: f64,
+///         _rng: &mut MaskRng,
+///         _scratch: &mut SelectScratch,
+///         out: &mut Vec<Span>,
+///     ) {
+///         out.clear();
+///         let eligible = (0..ex.len() as u32).filter(|&i| !ex.special_mask[i as usize]);
+///         out.extend(eligible.step_by(2).map(|start| Span { start, len: 1 }));
+///     }
+/// }
+///
+/// let ids = [101, 7, 8, 9, 10, 102];
+/// let special = [true, false, false, false, false, true];
+/// let mut out = Vec::new();
+/// let mut rng = MaskRng::for_example(0, 0, 0, MaskRng::STREAM_TOKENS);
+/// EveryOther.select(&Example::new(&ids, &special), 0.5, &mut rng, &mut SelectScratch::default(), &mut out);
+/// assert_eq!(out, [Span { start: 1, len: 1 }, Span { start: 3, len: 1 }]);
+///
+/// // A built-in: SpanBERT's spans, drawn from the example's counter-based stream.
+/// let spans = mask_core::SpanSelector::new(0.2, 1, 10, mask_core::SpanAnchor::Token).unwrap();
+/// spans.select(&Example::new(&ids, &special), 0.5, &mut rng, &mut SelectScratch::default(), &mut out);
+/// assert!(out.iter().all(|s| s.start >= 1 && s.start + s.len <= 5));
+/// ```
 pub trait Selector: Send + Sync + std::fmt::Debug {
     /// Short name, used in errors and logs.
     fn name(&self) -> &'static str;

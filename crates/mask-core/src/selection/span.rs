@@ -13,6 +13,7 @@
 //! (words); a start that is already masked is rejected and redrawn, and after `4 * budget + 16`
 //! rejections starts are drawn among the free positions only, so the loop always terminates.
 
+use rand_distr::{Distribution, Geometric};
 use serde::{Deserialize, Serialize};
 
 use super::{prob_round, words_of, SelectScratch, Selector};
@@ -48,9 +49,8 @@ pub struct SpanSelector {
     min_span: u32,
     max_span: u32,
     anchor: SpanAnchor,
-    /// `1 - (1 - p)^(max - min + 1)`: mass of the truncated support.
-    support_mass: f64,
-    ln_q: f64,
+    /// `Geometric(p)`: failures before the first success, `P(K = k) = p (1 - p)^k`.
+    geometric: Geometric,
 }
 
 impl SpanSelector {
@@ -73,14 +73,17 @@ impl SpanSelector {
         if min_span > max_span {
             return Err(MaskError::SpanRange { min_span, max_span });
         }
-        let q = 1.0 - geometric_p;
+        let geometric = Geometric::new(geometric_p).map_err(|_| MaskError::InvalidValue {
+            field: "geometric_p",
+            value: geometric_p.to_string(),
+            expected: "a probability in (0, 1]",
+        })?;
         Ok(Self {
             geometric_p,
             min_span,
             max_span,
             anchor,
-            support_mass: 1.0 - q.powi((max_span - min_span + 1) as i32),
-            ln_q: q.ln(),
+            geometric,
         })
     }
 
@@ -107,21 +110,17 @@ impl SpanSelector {
         num / den
     }
 
-    /// Draws one span length by inverting the truncated geometric CDF.
+    /// Draws one span length from the geometric distribution truncated to
+    /// `[min_span, max_span]`: `min_span + (K mod m)` with `K ~ Geometric(p)` (`rand_distr`) and
+    /// `m = max_span - min_span + 1`. Exact, with one draw of `K`: by memorylessness
+    /// `P(K mod m = j) = sum_i p q^(i m + j) = p q^j / (1 - q^m)`, the truncated pmf.
     #[inline]
     pub fn sample_length(&self, rng: &mut MaskRng) -> u32 {
         if self.geometric_p >= 1.0 || self.min_span == self.max_span {
             return self.min_span;
         }
-        let u = rng.next_f64() * self.support_mass;
-        // Smallest k >= 0 with 1 - q^(k+1) > u, i.e. k = floor(ln(1 - u) / ln q).
-        let k = ((1.0 - u).ln() / self.ln_q).floor();
-        let k = if k.is_finite() && k > 0.0 {
-            k as u32
-        } else {
-            0
-        };
-        self.min_span + k.min(self.max_span - self.min_span)
+        let m = u64::from(self.max_span - self.min_span) + 1;
+        self.min_span + (self.geometric.sample(rng) % m) as u32
     }
 }
 

@@ -395,10 +395,68 @@ fn classifier_and_generic_exports() {
         find("encoder.blocks.0.attn.query.weight"),
         Some(vec![32, 32])
     );
-    assert_eq!(find("encoder.final_norm.gamma"), Some(vec![32]));
+    assert_eq!(find("encoder.final_norm.weight"), Some(vec![32])); // LayerNorm gamma, torch name
     let bytes = named.to_safetensors(HashMap::new()).unwrap();
     assert_eq!(
         SafeTensors::deserialize(&bytes).unwrap().len(),
         named.0.len()
     );
+}
+
+/// Export against PyTorch's own file: HF's weights (tests/data/make_bert_reference.py) imported
+/// and exported again give back every tensor of the file bit for bit, under the same names,
+/// except the segment table: HF's row 0 is folded into the positions on import, so the export
+/// holds `positions + token_types[0]` and zero segment rows (equal outputs for
+/// `token_type_ids = 0`, the only ids our models see).
+#[test]
+fn export_reproduces_the_pytorch_fixture() {
+    let model = mlm_config().init::<B>(&dev()).unwrap();
+    let model = import_hf_bert_mlm(
+        model,
+        crate::hf_reference::REFERENCE,
+        "bert_reference",
+        &dev(),
+    )
+    .unwrap();
+    let exported = NamedTensors::bert_mlm(&model);
+    let st = SafeTensors::deserialize(crate::hf_reference::REFERENCE).unwrap();
+    let hf: BTreeSet<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("bert.") || n.starts_with("cls."))
+        .map(String::from)
+        .collect();
+    let ours: BTreeSet<String> = exported.0.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(ours, hf);
+    let fixture = |n: &str| crate::hf_reference::floats(&st, n);
+    let d = 32;
+    let token_types = fixture("bert.embeddings.token_type_embeddings.weight");
+    for (name, shape, got) in &exported.0 {
+        assert_eq!(shape, &st.tensor(name).unwrap().shape().to_vec(), "{name}");
+        let want: Vec<f32> = match name.as_str() {
+            "bert.embeddings.token_type_embeddings.weight" => vec![0.0; 2 * d],
+            "bert.embeddings.position_embeddings.weight" => fixture(name)
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p + token_types[i % d])
+                .collect(),
+            _ => fixture(name),
+        };
+        assert_eq!(got, &want, "{name}");
+    }
+}
+
+/// HF BERT's config for a BERT-shaped model; a model it cannot represent is refused by field.
+#[test]
+fn hf_config_names_what_hf_bert_cannot_represent() {
+    let config = hf_bert_config(&mlm_config().encoder, 0).unwrap();
+    assert_eq!(config["hidden_size"], 32);
+    assert_eq!(config["layer_norm_eps"], 1e-12);
+    assert_eq!(config["hidden_act"], "gelu");
+    let rotary = tiny(PositionEncoding::Rotary, NormPlacement::PostLn, 0.1);
+    let err = hf_bert_config(&rotary, 0).unwrap_err().to_string();
+    assert!(err.starts_with("`position` = rotary is invalid"), "{err}");
+    let pre_ln = tiny(PositionEncoding::Learned, NormPlacement::PreLn, 0.1);
+    let err = hf_bert_config(&pre_ln, 0).unwrap_err().to_string();
+    assert!(err.starts_with("`norm` = pre_ln is invalid"), "{err}");
 }

@@ -55,7 +55,7 @@ const OPTIMIZER: &str = "optimizer";
 /// dropout).
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Holds the backend's random generator for seeding and drawing (see [`BACKEND_RNG`]).
+/// Holds the backend's random generator for seeding and drawing (the private `BACKEND_RNG`).
 pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -126,6 +126,59 @@ pub struct ResumeOptions {
 }
 
 /// A model, its optimizer, its task and the state that makes the run resumable.
+///
+/// A tiny masked-LM run on four steps, with checkpoints in a run directory, continued exactly
+/// by [`Learner::resume`] (the same step records as one uninterrupted run):
+///
+/// ```
+/// use std::sync::Arc;
+/// use burn::backend::{Autodiff, NdArray};
+/// use mask_core::{MaskingConfig, SelectorResources, VocabSpec};
+/// use mask_data::{text, TextTokenizer, TokenizerConfig};
+/// use mask_model::{MlmConfig, TextEncoderConfig, TransformerConfig};
+/// use mask_train::tasks::mlm::{EvalSet, MlmTask};
+/// use mask_train::{CheckpointPolicy, Learner, ResumeOptions, RunDir, TrainConfig};
+///
+/// type B = Autodiff<NdArray<f32>>;
+/// let texts: Vec<String> =
+///     text::austen_paragraphs()?.into_iter().take(32).map(|p| p.text).collect();
+/// let tok = TextTokenizer::train(&texts, &TokenizerConfig { vocab_size: 200, ..Default::default() })?;
+/// let docs = Arc::new(tok.encode_batch(&texts, 24)?);
+/// let vocab = VocabSpec::new(tok.vocab_size() as u32, tok.mask_id, tok.special_ids());
+/// let eval = EvalSet::new(&docs[..8], MaskingConfig::new(vocab.clone()).build()?, tok.pad_id, 8, 1)?;
+/// let encoder = TextEncoderConfig::new(TransformerConfig::new(16, 2, 1, 32), tok.vocab_size());
+/// let task = MlmTask::new(
+///     MlmConfig::new(encoder.with_max_len(24)),
+///     MaskingConfig::new(vocab),
+///     &SelectorResources::default(),
+///     docs,
+///     Arc::new(eval),
+///     &tok,
+/// )?;
+/// let config = TrainConfig { steps: 4, batch_size: 8, warmup_steps: 1, eval_every: 0, ..Default::default() };
+/// let device = Default::default();
+///
+/// let mut whole = Learner::<B, _>::new(task.clone(), config.clone(), &device)?;
+/// whole.fit(&mut |_| {})?;
+///
+/// let dir = std::env::temp_dir().join(format!("mask-train-doc-{}", std::process::id()));
+/// let run = RunDir::open(&dir)?;
+/// let mut first = Learner::<B, _>::new(task.clone(), config.clone(), &device)?
+///     .attach(run, CheckpointPolicy::new(2, 1)?)?;
+/// first.fit_until(2, &mut |_| {})?; // a checkpoint at step 2, then the process could die
+/// let checkpoint = first.run_dir().unwrap().latest_checkpoint()?.unwrap().path;
+/// let options = ResumeOptions::default();
+/// let mut rest = Learner::<B, _>::resume(task, config, &checkpoint, options, &device)?;
+/// rest.fit(&mut |_| {})?;
+/// // The same batches, and the steps after the checkpoint compute the same losses.
+/// let digests = |l: &Learner<B, MlmTask>| -> Vec<u64> {
+///     l.state().history.iter().map(|r| r.digest).collect()
+/// };
+/// assert_eq!(digests(&rest), digests(&whole));
+/// assert_eq!(rest.state().history[2..], whole.state().history[2..]);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Learner<B: AutodiffBackend, T: TrainTask<B>> {
     task: T,
     model: T::Model,

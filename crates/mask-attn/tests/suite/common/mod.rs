@@ -18,14 +18,12 @@ pub type Gpu = burn::backend::Wgpu;
 pub type GpuUnfused =
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 
-/// Standard normal samples (Box-Muller on `mask-core`'s counter-based stream).
+/// Standard normal samples (`rand_distr`'s ziggurat on `mask-core`'s counter-based stream).
 pub fn normal(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = MaskRng::for_example(seed, 0, 0, 7);
     (0..n)
         .map(|_| {
-            let u1 = rng.next_f64().max(1e-300);
-            let u2 = rng.next_f64();
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng) as f32
         })
         .collect()
 }

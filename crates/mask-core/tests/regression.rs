@@ -1,0 +1,173 @@
+//! Masks pinned bit for bit. Every mask is a pure function of (seed, epoch, index, step), and
+//! the published results depend on it: a change to the random stream, to a selector, or to
+//! `rand_distr`'s algorithms (span lengths are its `Geometric`, BEiT aspect ratios its
+//! `Uniform`) must show up here, not silently in the numbers.
+//!
+//! Each case masks 64 examples at 3 epochs and folds every output (ids, labels, patch or item
+//! positions) into one 64-bit digest with `mix64`. When a change is *meant* to alter masks,
+//! update the digests in the same commit and say so in its message; the studies' committed
+//! results then need a rerun.
+
+use mask_core::*;
+
+/// Folds `values` into `h` (order-sensitive).
+fn fold(h: u64, values: impl IntoIterator<Item = u64>) -> u64 {
+    values
+        .into_iter()
+        .fold(h, |h, v| mix64(h ^ v.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// A deterministic sentence of `len` tokens: [CLS] words [SEP], 1-3 sub-tokens per word.
+fn sentence(i: u64, len: usize) -> (Vec<u32>, Vec<bool>, Vec<Option<u32>>) {
+    let mut ids = vec![101];
+    let mut words = vec![None];
+    let mut word = 0u32;
+    while ids.len() < len - 1 {
+        let pieces = 1 + (mix64(i * 1000 + u64::from(word)) % 3) as usize;
+        for p in 0..pieces.min(len - 1 - ids.len()) {
+            ids.push(1000 + (mix64(i ^ (u64::from(word) << 8) ^ p as u64) % 20_000) as u32);
+            words.push(Some(word));
+        }
+        word += 1;
+    }
+    ids.push(102);
+    words.push(None);
+    let special = ids.iter().map(|&t| t < 1000).collect();
+    (ids, special, words)
+}
+
+fn token_digest(selection: SelectionConfig, regime: Regime) -> u64 {
+    let vocab = VocabSpec::new(30522, 103, vec![0, 100, 101, 102, 103]);
+    let policy = MaskingConfig::new(vocab)
+        .with_selection(selection)
+        .with_regime(regime)
+        .build()
+        .unwrap();
+    let mut h = 0;
+    for epoch in 0..3 {
+        for i in 0..64u64 {
+            let (ids, special, words) = sentence(i, 24 + (i as usize % 40));
+            let ex = Example::new(&ids, &special).with_word_ids(&words);
+            let m = policy
+                .mask(&ex, &MaskContext::new(1234, epoch, i, epoch * 64 + i))
+                .unwrap();
+            h = fold(h, m.input_ids.iter().map(|&x| u64::from(x)));
+            h = fold(h, m.labels.iter().map(|&x| x as u64));
+        }
+    }
+    h
+}
+
+fn patch_digest(selection: PatchSelectionConfig) -> u64 {
+    let masker = PatchMaskingConfig::new(14, 14, selection).build().unwrap();
+    let mut h = 0;
+    for epoch in 0..3 {
+        for i in 0..64 {
+            let m = masker.mask(99, epoch, i);
+            h = fold(h, m.masked.iter().map(|&x| u64::from(x)));
+        }
+    }
+    h
+}
+
+fn span(anchor: SpanAnchor) -> SelectionConfig {
+    SelectionConfig::Span {
+        geometric_p: 0.2,
+        min_span: 1,
+        max_span: 10,
+        anchor,
+    }
+}
+
+/// The digests, and what each pins.
+#[test]
+fn masks_are_pinned() {
+    let cases: [(&str, u64, u64); 8] = [
+        (
+            "bernoulli, dynamic",
+            token_digest(SelectionConfig::Bernoulli {}, Regime::Dynamic {}),
+            0xb3da_e813_8509_c67c,
+        ),
+        (
+            "fixed count, static k=2",
+            token_digest(
+                SelectionConfig::FixedCount {
+                    max_predictions: 20,
+                },
+                Regime::Static { dupe_factor: 2 },
+            ),
+            0x5961_513b_72db_77bb,
+        ),
+        (
+            "whole word, dynamic",
+            token_digest(SelectionConfig::WholeWord {}, Regime::Dynamic {}),
+            0xa333_3f3f_2d27_c79e,
+        ),
+        (
+            "span (token anchor; rand_distr Geometric)",
+            token_digest(span(SpanAnchor::Token), Regime::Dynamic {}),
+            0xe1d1_a899_db67_aa1f,
+        ),
+        (
+            "span (word anchor; rand_distr Geometric)",
+            token_digest(span(SpanAnchor::Word), Regime::Dynamic {}),
+            0x2b8d_de1b_3baa_ecbc,
+        ),
+        (
+            "MAE random patches",
+            patch_digest(PatchSelectionConfig::Random { mask_ratio: 0.75 }),
+            0x3814_1b04_1269_5a4d,
+        ),
+        (
+            "BEiT block-wise patches (rand_distr Uniform aspect)",
+            patch_digest(PatchSelectionConfig::BlockWise {
+                mask_ratio: 0.4,
+                min_block: 4,
+                min_aspect: 0.3,
+            }),
+            0xbbd5_fe5b_d67c_17f2,
+        ),
+        ("BERT4Rec Cloze items", item_digest(), 0x83b6_3bfd_306d_dd11),
+    ];
+    let mut wrong = vec![];
+    for (name, got, pinned) in cases {
+        if got != pinned {
+            wrong.push(format!("{name}: {got:#018x} (pinned {pinned:#018x})"));
+        }
+    }
+    assert!(wrong.is_empty(), "masks changed:\n{}", wrong.join("\n"));
+}
+
+fn item_digest() -> u64 {
+    let policy = ItemMaskingConfig::new(1682)
+        .with_mask_prob(0.2)
+        .build()
+        .unwrap();
+    let mut h = 0;
+    for epoch in 0..3 {
+        for i in 0..64u64 {
+            let items: Vec<u32> = (0..50)
+                .map(|k| 1 + (mix64(i * 64 + k) % 1682) as u32)
+                .collect();
+            let special = vec![false; items.len()];
+            let m = policy
+                .mask(
+                    &Example::new(&items, &special),
+                    &MaskContext::new(5, epoch, i, 0),
+                )
+                .unwrap();
+            h = fold(h, m.input_ids.iter().map(|&x| u64::from(x)));
+        }
+    }
+    h
+}
+
+/// The first span lengths of one stream, written out: a readable pin of the `Geometric` draw
+/// (truncated by `K mod 10`).
+#[test]
+fn first_span_lengths_are_pinned() {
+    let sel = SpanSelector::new(0.2, 1, 10, SpanAnchor::Token).unwrap();
+    let mut rng = MaskRng::for_example(0, 0, 0, MaskRng::STREAM_TOKENS);
+    let lengths: Vec<u32> = (0..12).map(|_| sel.sample_length(&mut rng)).collect();
+    assert_eq!(lengths, [1, 1, 3, 5, 1, 5, 7, 10, 1, 4, 1, 9]);
+}
