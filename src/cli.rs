@@ -194,6 +194,10 @@ pub struct RunArgs {
     /// Delete the state of the study's runs and start over.
     #[arg(long)]
     pub fresh: bool,
+    /// Text studies: continue as `--resume`, but score finished runs again under the current
+    /// held-out protocol from their newest checkpoint (training records kept).
+    #[arg(long, conflicts_with_all = ["fresh", "resume"])]
+    pub rescore: bool,
     /// No progress output (errors only).
     #[arg(long)]
     pub quiet: bool,
@@ -210,9 +214,10 @@ impl RunArgs {
     /// What to do with runs already on disk.
     pub fn existing(&self) -> crate::studies::Existing {
         use crate::studies::Existing;
-        match (self.resume, self.fresh) {
-            (true, _) => Existing::Resume,
-            (_, true) => Existing::Fresh,
+        match (self.resume, self.fresh, self.rescore) {
+            (_, _, true) => Existing::Rescore,
+            (true, _, _) => Existing::Resume,
+            (_, true, _) => Existing::Fresh,
             _ => Existing::Refuse,
         }
     }
@@ -246,6 +251,13 @@ impl RunArgs {
                     $x.seeds = s.clone();
                 }
             }};
+        }
+        if self.rescore && !matches!(s, Study::Text(_)) {
+            return Err(
+                "`--rescore` applies to text studies only (the held-out protocol is \
+                        theirs)"
+                    .into(),
+            );
         }
         match (&mut s, self.jobs) {
             (Study::Text(t), Some(j)) => t.jobs = j,

@@ -415,6 +415,25 @@ fn the_main_job_repeats_exactly_in_fresh_directories() {
     assert!(ok, "{err}");
     assert!(err.contains("result reused"), "{err}");
     assert_eq!(read(&one), before);
+    // --rescore scores finished runs again from their checkpoints: the same protocol gives the
+    // same numbers, and the training record (wall time included) is the original one.
+    let seconds = |v: &serde_json::Value| -> Vec<f64> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seconds"].as_f64().unwrap())
+            .collect()
+    };
+    let raw = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("results.json")).unwrap()).unwrap()
+    };
+    let trained = seconds(&raw(&one));
+    let (ok, _, err) = again(Some("--rescore"));
+    assert!(ok, "{err}");
+    assert!(!err.contains("result reused"), "{err}");
+    assert_eq!(read(&one), before);
+    assert_eq!(seconds(&raw(&one)), trained);
     let (ok, _, err) = again(Some("--fresh"));
     assert!(ok, "{err}");
     assert_eq!(read(&one), before, "a fresh rerun gives the same numbers");
@@ -513,4 +532,86 @@ fn report_prints_the_tables_of_a_finished_study_and_refuses_other_files() {
     let (ok, _, err) = dynmask(&["plot", &text_config()]);
     assert!(!ok);
     assert!(err.contains("results.json"), "{err}");
+}
+
+/// `dynmask export` writes the folder HF transformers loads (config, weights with HF names,
+/// vocabulary, tokenizer), and refuses a model HF BERT cannot represent, naming the field.
+#[test]
+fn export_writes_an_hf_bert_folder_and_refuses_rotary_models() {
+    let dir = temp_dir("export");
+    let learned = edited(
+        &dir,
+        "learned.toml",
+        "position = \"rotary\"",
+        "position = \"learned\"",
+    );
+    let out = dir.join("runs");
+    let (ok, _, err) = dynmask(&[
+        "pretrain",
+        s(&learned),
+        "--quick",
+        "--arm",
+        "dynamic",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "4",
+        "--out-dir",
+        s(&out),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let ckpt = run_dir(&out, "dynamic").join("checkpoints/ckpt-0000000004.dynmask");
+    let hf = dir.join("hf");
+    let export = |cfg: &Path| {
+        dynmask(&[
+            "export",
+            s(cfg),
+            "--quick",
+            "--out-dir",
+            s(&out),
+            "--checkpoint",
+            s(&ckpt),
+            "--out",
+            s(&hf),
+            "--quiet",
+        ])
+    };
+    let (ok, stdout, err) = export(&learned);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("model.safetensors"), "{stdout}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForMaskedLM");
+    // The quick model: d_model 64, 1 layer, a position table for its 48-token fine-tuning inputs.
+    assert_eq!(config["hidden_size"], 64);
+    assert_eq!(config["num_hidden_layers"], 1);
+    assert_eq!(config["max_position_embeddings"], 48);
+    let vocab_size = config["vocab_size"].as_u64().unwrap() as usize;
+    let vocab = std::fs::read_to_string(hf.join("vocab.txt")).unwrap();
+    assert_eq!(vocab.lines().count(), vocab_size);
+    assert!(vocab.lines().any(|l| l == "[MASK]"));
+    let tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer["model"]["type"], "WordPiece");
+    let bytes = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names = st.names();
+    assert!(names.contains(&"bert.embeddings.token_type_embeddings.weight"));
+    assert!(names.contains(&"bert.encoder.layer.0.attention.self.query.weight"));
+    assert!(names.contains(&"cls.predictions.bias"));
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("bert.") || n.starts_with("cls.")),
+        "{names:?}"
+    );
+
+    // The shipped (rotary) config: refused, naming the field and what HF BERT needs.
+    let (ok, _, err) = export(Path::new(&text_config()));
+    assert!(!ok);
+    assert!(
+        err.contains("`position` = rotary") && err.contains("learned"),
+        "{err}"
+    );
 }

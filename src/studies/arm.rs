@@ -87,7 +87,7 @@ pub fn plan_run<R: DeserializeOwned>(dir: &Path, existing: Existing) -> Result<R
             run.ensure_empty()?;
             Ok(RunPlan::New(run))
         }
-        Existing::Resume => {
+        Existing::Resume | Existing::Rescore => {
             let result = run.result_path();
             if result.exists() {
                 let text = std::fs::read_to_string(&result).map_err(|e| StudyError::Output {

@@ -202,6 +202,10 @@ pub enum Existing {
     Resume,
     /// Delete their state and start over.
     Fresh,
+    /// As `Resume`, but a finished text run is scored again under the study's current held-out
+    /// protocol from its newest checkpoint; its training record (steps, evaluations, wall
+    /// time) is kept. For when the protocol or a mask it draws changed, not the training.
+    Rescore,
 }
 
 /// What a study reports as it goes; the binary renders it.

@@ -74,7 +74,7 @@ pub struct RecStudy {
     /// Training settings (`seed` is replaced by each of `seeds`). Default: 600 steps of 64
     /// users, lr 1e-3, 100 warm-up steps, linear decay, clip 5
     pub train: TrainConfig,
-    /// Seeds. Default: [0]
+    /// Seeds. Default: `[0]`
     pub seeds: Vec<u64>,
     /// Seed of the negative samples. Default: 12345
     pub negative_seed: u64,

@@ -1173,14 +1173,41 @@ pub fn run_study<B: AutodiffBackend>(
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
-        if existing == Existing::Resume {
-            if let RunPlan::Finished(_, r) = plan_run::<TextRunResult>(&dir, existing)? {
+        let finished = match existing {
+            Existing::Resume | Existing::Rescore => {
+                match plan_run::<TextRunResult>(&dir, existing)? {
+                    RunPlan::Finished(_, r) => Some(r),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(r) = finished {
+            if existing == Existing::Resume {
                 sink(StudyEvent::RunFinished {
                     run: &label,
                     reused: true,
                 });
                 return Ok(r);
             }
+            // Rescore: the newest checkpoint (fitting it again does no step), the protocol
+            // again, the rest of the record as it was.
+            let spec = RunSpec {
+                seed,
+                start: Start::Existing(existing),
+                policy,
+            };
+            let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
+            let result = TextRunResult {
+                heldout: heldout_protocol(study, &data, &learner.model().valid(), device)?,
+                ..r
+            };
+            write_json(&dir.join("result.json"), &result)?;
+            sink(StudyEvent::RunFinished {
+                run: &label,
+                reused: false,
+            });
+            return as_written(result);
         }
         let started = Instant::now();
         let spec = RunSpec {

@@ -185,7 +185,7 @@ pub struct VisionStudy {
     /// lr 1e-3, 60 warm-up steps then cosine, AdamW beta_2 0.95, eps 1e-5, weight decay 0.05,
     /// no clipping
     pub train: TrainConfig,
-    /// Seeds. Default: [0]
+    /// Seeds. Default: `[0]`
     pub seeds: Vec<u64>,
     /// Seed of the fixed evaluation masks (the same for every arm). Default: 12345
     pub eval_seed: u64,
