@@ -42,6 +42,55 @@ fn corpus(n: usize, trigram_every: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Inclusion probabilities from their definition, independently of the library's
+/// water-filling: `pi_i = min(1, c w_i)` with `c` found by bisection so that `sum pi = budget`
+/// (at most the number of positive weights).
+fn reference_inclusion(weights: &[f64], budget: f64) -> Vec<f64> {
+    let positive = weights.iter().filter(|&&w| w > 0.0).count() as f64;
+    let budget = budget.min(positive);
+    let total = |c: f64| weights.iter().map(|&w| (c * w).min(1.0)).sum::<f64>();
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while total(hi) < budget {
+        hi *= 2.0;
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if total(mid) < budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    weights.iter().map(|&w| (hi * w).min(1.0)).collect()
+}
+
+/// The library's water-filling (which the tag-weighted test on Brown in mask-data uses as its
+/// expectation) against the definition above, on random weights with and without capping.
+#[test]
+fn inclusion_probabilities_match_their_definition() {
+    let mut rng = MaskRng::for_example(3, 0, 0, 9);
+    let mut pi = vec![];
+    for case in 0..500 {
+        let n = 1 + rng.below(60) as usize;
+        // Heavy-tailed weights (some capped at 1), some zeros (special positions).
+        let weights: Vec<f64> = (0..n)
+            .map(|_| match rng.below(5) {
+                0 => 0.0,
+                _ => (8.0 * rng.next_f64()).exp(),
+            })
+            .collect();
+        let budget = rng.next_f64() * n as f64;
+        inclusion_probabilities(&weights, budget, &mut pi);
+        let want = reference_inclusion(&weights, budget);
+        for (i, (&got, &w)) in pi.iter().zip(&want).enumerate() {
+            assert!(
+                (got - w).abs() < 1e-9,
+                "case {case}, position {i}: {got} vs {w}"
+            );
+        }
+    }
+}
+
 fn special_of(doc: &[u32]) -> Vec<bool> {
     doc.iter().map(|&id| id <= 4).collect()
 }
@@ -63,7 +112,6 @@ fn idf_masks_frequent_tokens_less_in_proportion_to_their_weights() {
     // Per class (the / rare): realised masks, expected masks (sum of pi), variance, tokens.
     let (mut hits, mut expect, mut var, mut tokens) = ([0f64; 2], [0f64; 2], [0f64; 2], [0f64; 2]);
     let (mut total_masked, mut total_budget, mut n_seq) = (0f64, 0f64, 0f64);
-    let mut pi = vec![];
     for epoch in 0..10 {
         for (i, doc) in docs.iter().enumerate() {
             let special = special_of(doc);
@@ -79,7 +127,9 @@ fn idf_masks_frequent_tokens_less_in_proportion_to_their_weights() {
                 .map(|(&id, &s)| if s { 0.0 } else { stats.idf(id) })
                 .collect();
             let eligible = special.iter().filter(|&&s| !s).count() as f64;
-            inclusion_probabilities(&weights, mask_prob * eligible, &mut pi);
+            let pi = reference_inclusion(&weights, mask_prob * eligible);
+            // (the library's own `inclusion_probabilities` is checked against this definition
+            // in `inclusion_probabilities_match_their_definition`)
             for (p, &id) in doc.iter().enumerate() {
                 if special[p] {
                     assert_eq!(out.labels[p], IGNORE_INDEX);
