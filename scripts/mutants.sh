@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Mutation testing (docs/testing.md). Not part of CI: a maintainer runs it.
+#
+#   scripts/mutants.sh core [K/N]       mask-core in full, or shard K of N (e.g. 0/8; round-robin,
+#                                       so any set of shards is an even sample of the mutants)
+#   scripts/mutants.sh hotspots [K/N]   the burn crates' numeric hot spots (.cargo/mutants-hotspots.toml)
+#
+# Uses the shared target directory (CARGO_TARGET_DIR, as CI does), so burn is not rebuilt in
+# cargo-mutants' scratch copy. Results go to mutants/<what>[-K-of-N]/mutants.out/
+# (outcomes.json, caught.txt, missed.txt, timeout.txt, unviable.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dynmask-target}"
+scripts/install_mutants.sh
+what="${1:-core}"
+shard="${2:-}"
+out="mutants/$what${shard:+-${shard/\//-of-}}"
+mkdir -p "$out"
+args=(--no-shuffle --sharding round-robin --output "$out")
+[ -n "$shard" ] && args+=(--shard "$shard")
+case "$what" in
+  core)
+    # Unit and integration tests (doctests only restate examples); release, like CI.
+    cargo mutants --package mask-core --test-package mask-core --profile release \
+      --timeout-multiplier 3 "${args[@]}" -- --lib --tests ;;
+  hotspots)
+    cargo mutants --workspace --config .cargo/mutants-hotspots.toml "${args[@]}" ;;
+  *) echo "usage: $0 core|hotspots [K/N]" >&2; exit 2 ;;
+esac
