@@ -79,40 +79,22 @@ fn program_two_tiles_cat<Be: Backend>(d: &Be::Device) -> Vec<f32> {
 /// 3. One query tile over two key runs, combined by the online softmax (running max, rescaled
 ///    sums and accumulators), as the kernel does.
 fn program_online_softmax<Be: Backend>(d: &Be::Device) -> Vec<f32> {
-    let (q, k, v) = (input::<Be>(1, d), input::<Be>(2, d), input::<Be>(3, d));
-    let qi = q.slice([0..B, 0..H, 8..16, 0..D]).mul_scalar(0.25);
-    let mut state: Option<(Tensor<Be, 4>, Tensor<Be, 4>, Tensor<Be, 4>)> = None;
-    for kr in [0..8, 8..16] {
-        let kj = k.clone().slice([0..B, 0..H, kr.clone(), 0..D]);
-        let vj = v.clone().slice([0..B, 0..H, kr, 0..D]);
-        let s = qi.clone().matmul(kj.swap_dims(2, 3));
-        let row_max = s.clone().max_dim(3);
-        let m_new = match &state {
-            Some((m, _, _)) => m.clone().max_pair(row_max),
-            None => row_max,
-        };
-        let p = (s - m_new.clone()).exp();
-        let row_sum = p.clone().sum_dim(3);
-        let pv = p.matmul(vj);
-        state = Some(match state {
-            None => (m_new, row_sum, pv),
-            Some((m, l, acc)) => {
-                let alpha = (m - m_new.clone()).exp();
-                (m_new, l * alpha.clone() + row_sum, acc * alpha + pv)
-            }
-        });
-    }
-    let (_, l, acc) = state.unwrap();
-    out(acc / l)
+    online_softmax::<Be>(d, false)
 }
 
-/// 4. Program 3 with a partial (causal) tile masked through `mask_fill` of an expanded boolean
-///    tensor, before the max and after the exp: the kernel's full inner loop.
+/// 4. Program 3 with its second run a partial (causal) tile, masked through `mask_fill` of an
+///    expanded boolean tensor before the max and after the exp: the kernel's full inner loop.
 fn program_masked_online_softmax<Be: Backend>(d: &Be::Device) -> Vec<f32> {
+    online_softmax::<Be>(d, true)
+}
+
+/// Programs 3 and 4: query rows 8..16 over key runs 0..8 and 8..16; `causal` masks keys after
+/// the query in the second run (and clamps the normaliser, as the kernel does with masks).
+fn online_softmax<Be: Backend>(d: &Be::Device, causal: bool) -> Vec<f32> {
     let (q, k, v) = (input::<Be>(1, d), input::<Be>(2, d), input::<Be>(3, d));
     let qi = q.slice([0..B, 0..H, 8..16, 0..D]).mul_scalar(0.25);
     let mut state: Option<(Tensor<Be, 4>, Tensor<Be, 4>, Tensor<Be, 4>)> = None;
-    for (kr, partial) in [(0..8, false), (8..16, true)] {
+    for (kr, partial) in [(0..8, false), (8..16, causal)] {
         let kj = k.clone().slice([0..B, 0..H, kr.clone(), 0..D]);
         let vj = v.clone().slice([0..B, 0..H, kr, 0..D]);
         let mut s = qi.clone().matmul(kj.swap_dims(2, 3));
@@ -144,7 +126,7 @@ fn program_masked_online_softmax<Be: Backend>(d: &Be::Device) -> Vec<f32> {
         });
     }
     let (_, l, acc) = state.unwrap();
-    out(acc / l.clamp_min(1e-30))
+    out(acc / if causal { l.clamp_min(1e-30) } else { l })
 }
 
 /// Scores of the query rows 8..16 against the key rows `kr`.
