@@ -1173,7 +1173,9 @@ pub fn run_study<B: AutodiffBackend>(
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
-        let finished = match existing {
+        // A finished run: reused as it is (`Resume`), or scored again from its newest
+        // checkpoint with the rest of its record kept (`Rescore`).
+        let mut finished = match existing {
             Existing::Resume | Existing::Rescore => {
                 match plan_run::<TextRunResult>(&dir, existing)? {
                     RunPlan::Finished(_, r) => Some(r),
@@ -1182,32 +1184,14 @@ pub fn run_study<B: AutodiffBackend>(
             }
             _ => None,
         };
-        if let Some(r) = finished {
-            if existing == Existing::Resume {
+        if existing == Existing::Resume {
+            if let Some(r) = finished.take() {
                 sink(StudyEvent::RunFinished {
                     run: &label,
                     reused: true,
                 });
                 return Ok(r);
             }
-            // Rescore: the newest checkpoint (fitting it again does no step), the protocol
-            // again, the rest of the record as it was.
-            let spec = RunSpec {
-                seed,
-                start: Start::Existing(existing),
-                policy,
-            };
-            let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
-            let result = TextRunResult {
-                heldout: heldout_protocol(study, &data, &learner.model().valid(), device)?,
-                ..r
-            };
-            write_json(&dir.join("result.json"), &result)?;
-            sink(StudyEvent::RunFinished {
-                run: &label,
-                reused: false,
-            });
-            return as_written(result);
         }
         let started = Instant::now();
         let spec = RunSpec {
@@ -1215,28 +1199,31 @@ pub fn run_study<B: AutodiffBackend>(
             start: Start::Existing(existing),
             policy,
         };
+        // Fitting a finished run again does no step.
         let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
         let heldout = heldout_protocol(study, &data, &learner.model().valid(), device)?;
-        let finetune = if study.finetune.enabled {
-            Some(finetune::<B>(
-                study,
-                &data,
-                learner.model(),
+        let result = match finished {
+            Some(r) => TextRunResult { heldout, ..r },
+            None => TextRunResult {
+                arm: arm.name.clone(),
                 seed,
-                device,
-                sink,
-            )?)
-        } else {
-            None
-        };
-        let result = TextRunResult {
-            arm: arm.name.clone(),
-            seed,
-            history: learner.state().history.clone(),
-            evals: learner.state().evals.clone(),
-            heldout,
-            finetune,
-            seconds: started.elapsed().as_secs_f64(),
+                history: learner.state().history.clone(),
+                evals: learner.state().evals.clone(),
+                heldout,
+                finetune: if study.finetune.enabled {
+                    Some(finetune::<B>(
+                        study,
+                        &data,
+                        learner.model(),
+                        seed,
+                        device,
+                        sink,
+                    )?)
+                } else {
+                    None
+                },
+                seconds: started.elapsed().as_secs_f64(),
+            },
         };
         write_json(&dir.join("result.json"), &result)?;
         sink(StudyEvent::RunFinished {
