@@ -6,7 +6,10 @@
 #   scripts/mutants.sh hotspots [K/N]   the burn crates' numeric hot spots (.cargo/mutants-hotspots.toml)
 #
 # Uses the shared target directory (CARGO_TARGET_DIR, as CI does), so burn is not rebuilt in
-# cargo-mutants' scratch copy. Results go to mutants/<what>[-K-of-N]/mutants.out/
+# cargo-mutants' scratch copy. Cargo names a workspace's artifacts by paths relative to the
+# workspace root, so the scratch copy writes the same files as this checkout: run no other
+# build of this workspace into that directory meanwhile (it would swap mutated and unmutated
+# binaries between the two), or give the other build its own CARGO_TARGET_DIR. Results go to mutants/<what>[-K-of-N]/mutants.out/
 # (outcomes.json, caught.txt, missed.txt, timeout.txt, unviable.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."

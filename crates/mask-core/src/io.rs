@@ -145,9 +145,12 @@ mod tests {
         for p in [&dead, &own, &unrelated] {
             fs::write(p, b"x").unwrap();
         }
+        // Another live process's temp file (pid 1, init, always alive) is kept.
+        let live = d.join(".ckpt.tmp.1");
+        fs::write(&live, b"x").unwrap();
         let removed = sweep_stale_temp_files(&d).unwrap();
         assert_eq!(removed, vec![dead.clone()]);
-        assert!(!dead.exists() && own.exists() && unrelated.exists());
+        assert!(!dead.exists() && own.exists() && unrelated.exists() && live.exists());
         assert!(sweep_stale_temp_files(&d.join("missing"))
             .unwrap()
             .is_empty());

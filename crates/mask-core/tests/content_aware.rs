@@ -296,6 +296,23 @@ fn pmi_table_files_round_trip_and_errors_name_the_path() {
     .unwrap();
     let e = PmiTable::load(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.json") && e.contains("[5]"), "{e}");
+    // Another version or another format is refused, each on its own (mutation testing found
+    // the two checks interchangeable with `&&`).
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (field, value) in [
+        ("version", serde_json::json!(2)),
+        ("format", serde_json::json!("x")),
+    ] {
+        let mut other = saved.clone();
+        other[field] = value;
+        std::fs::write(&bad, other.to_string()).unwrap();
+        let e = PmiTable::load(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.json") && e.contains("expected"),
+            "{field}: {e}"
+        );
+    }
     let missing = dir.join("missing.json");
     let e = PmiTable::load(&missing).unwrap_err().to_string();
     assert!(e.contains("missing.json"), "{e}");

@@ -179,6 +179,23 @@ fn malformed_batches_are_refused() {
         )
         .unwrap_err();
     assert!(matches!(e, MaskError::SequenceLength { len: 0, .. }), "{e}");
+    // The longest allowed length is not a length error (the empty ids are what is wrong).
+    let e = bm
+        .mask_batch(
+            &TokenBatch {
+                seq_len: MAX_SEQ_LEN,
+                batch: 2,
+                ids: &[],
+                special_mask: &[],
+                ..ok
+            },
+            BatchContext::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, MaskError::BatchShape { field: "ids", .. }),
+        "{e}"
+    );
 }
 
 #[test]
