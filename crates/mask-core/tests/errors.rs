@@ -166,10 +166,12 @@ fn malformed_batches_are_refused() {
             seq_len: 3
         }
     );
-    let e = bm
-        .mask_batch(
+    // Length 0 is a length error; the longest allowed length is not (the empty ids are what is
+    // wrong then).
+    let mut empty_ids = |seq_len| {
+        bm.mask_batch(
             &TokenBatch {
-                seq_len: 0,
+                seq_len,
                 batch: 2,
                 ids: &[],
                 special_mask: &[],
@@ -177,21 +179,11 @@ fn malformed_batches_are_refused() {
             },
             BatchContext::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+    };
+    let e = empty_ids(0);
     assert!(matches!(e, MaskError::SequenceLength { len: 0, .. }), "{e}");
-    // The longest allowed length is not a length error (the empty ids are what is wrong).
-    let e = bm
-        .mask_batch(
-            &TokenBatch {
-                seq_len: MAX_SEQ_LEN,
-                batch: 2,
-                ids: &[],
-                special_mask: &[],
-                ..ok
-            },
-            BatchContext::default(),
-        )
-        .unwrap_err();
+    let e = empty_ids(MAX_SEQ_LEN);
     assert!(
         matches!(e, MaskError::BatchShape { field: "ids", .. }),
         "{e}"
