@@ -169,19 +169,10 @@ impl NamedTensors {
     }
 
     fn with_token_types(mut self, d_model: usize) -> Self {
-        let at = self
-            .0
-            .iter()
-            .position(|(n, _, _)| n.starts_with("bert.embeddings.LayerNorm"))
-            .unwrap_or(self.0.len());
-        self.0.insert(
-            at,
-            (
-                TOKEN_TYPES.to_string(),
-                vec![2, d_model],
-                vec![0.0; 2 * d_model],
-            ),
-        );
+        // Readers look tensors up by name; where it sits in the list does not matter.
+        let zeros = vec![0.0; 2 * d_model];
+        self.0
+            .push((TOKEN_TYPES.to_string(), vec![2, d_model], zeros));
         self
     }
 
