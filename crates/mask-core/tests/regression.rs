@@ -37,10 +37,16 @@ fn sentence(i: u64, len: usize) -> (Vec<u32>, Vec<bool>, Vec<Option<u32>>) {
 }
 
 fn token_digest(selection: SelectionConfig, regime: Regime) -> u64 {
+    token_digest_at(selection, regime, 1234, 0.15)
+}
+
+/// [`token_digest`] under another seed and masking rate.
+fn token_digest_at(selection: SelectionConfig, regime: Regime, seed: u64, mask_prob: f64) -> u64 {
     let vocab = VocabSpec::new(30522, 103, vec![0, 100, 101, 102, 103]);
     let policy = MaskingConfig::new(vocab)
         .with_selection(selection)
         .with_regime(regime)
+        .with_rate(RateSchedule::Constant { mask_prob })
         .build()
         .unwrap();
     let mut h = 0;
@@ -49,7 +55,7 @@ fn token_digest(selection: SelectionConfig, regime: Regime) -> u64 {
             let (ids, special, words) = sentence(i, 24 + (i as usize % 40));
             let ex = Example::new(&ids, &special).with_word_ids(&words);
             let m = policy
-                .mask(&ex, &MaskContext::new(1234, epoch, i, epoch * 64 + i))
+                .mask(&ex, &MaskContext::new(seed, epoch, i, epoch * 64 + i))
                 .unwrap();
             h = fold(h, m.input_ids.iter().map(|&x| u64::from(x)));
             h = fold(h, m.labels.iter().map(|&x| x as u64));
@@ -82,7 +88,7 @@ fn span(anchor: SpanAnchor) -> SelectionConfig {
 /// The digests, and what each pins.
 #[test]
 fn masks_are_pinned() {
-    let cases: [(&str, u64, u64); 8] = [
+    let cases: [(&str, u64, u64); 11] = [
         (
             "bernoulli, dynamic",
             token_digest(SelectionConfig::Bernoulli {}, Regime::Dynamic {}),
@@ -128,6 +134,38 @@ fn masks_are_pinned() {
             0xbbd5_fe5b_d67c_17f2,
         ),
         ("BERT4Rec Cloze items", item_digest(), 0x83b6_3bfd_306d_dd11),
+        (
+            // Every bit set: pins how the seed enters the key (the seeds above share no bit
+            // with its constant, so `seed ^ C` and `seed | C` agreed on them).
+            "bernoulli, dynamic, seed 2^64 - 1",
+            token_digest_at(
+                SelectionConfig::Bernoulli {},
+                Regime::Dynamic {},
+                u64::MAX,
+                0.15,
+            ),
+            0x6eb8_6c85_6527_c965,
+        ),
+        (
+            // At 80% most span starts land on taken tokens: pins the cap on rejected starts
+            // and the fallback draw among free units.
+            "span (token anchor) at 80%",
+            token_digest_at(span(SpanAnchor::Token), Regime::Dynamic {}, 1234, 0.8),
+            0x16b5_c77a_efe2_f1a8,
+        ),
+        (
+            // Uniform weights before any feedback: pins the proportional sampler's draws.
+            "loss-aware before feedback",
+            token_digest(
+                SelectionConfig::LossAware {
+                    ema_decay: 0.99,
+                    temperature: 1.0,
+                    uniform_mix: 0.2,
+                },
+                Regime::Dynamic {},
+            ),
+            0xd054_c83e_959e_ab8b,
+        ),
     ];
     let mut wrong = vec![];
     for (name, got, pinned) in cases {
