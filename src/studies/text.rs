@@ -318,8 +318,7 @@ pub struct TextStudy {
     /// Paired contrasts `[a, b]` (arm names), each tested on `mask_token_loss` (a - b) and
     /// Holm-corrected together. Default: empty, meaning every pair (later arm - earlier arm)
     pub contrasts: Vec<[String; 2]>,
-    /// Runs trained at once, one thread each (results do not depend on it; needs
-    /// `model.dropout = 0` above 1). Default: 1 when a study file omits it (the built-in main
+    /// Runs trained at once, one thread each (results do not depend on it). Default: 1 when a study file omits it (the built-in main
     /// job, `TextStudy::default()`, uses 3)
     #[serde(default = "one_job")]
     pub jobs: usize,
@@ -567,21 +566,6 @@ impl TextStudy {
         }
         if self.jobs == 0 {
             return Err(invalid("jobs", 0, "at least 1"));
-        }
-        // burn's random generator is shared by every thread of a process: concurrent runs with
-        // dropout would draw each other's dropout masks, and their numbers would depend on
-        // timing (initialisation is serialised by the learner; dropout cannot be).
-        if self.jobs > 1 && self.model.dropout > 0.0 {
-            return Err(invalid(
-                "jobs",
-                self.jobs,
-                format!(
-                    "1 when model.dropout > 0 (here {}): burn's random generator is shared by \
-                     the threads of a process, so concurrent runs would draw each other's \
-                     dropout masks; set model.dropout = 0 or jobs = 1",
-                    self.model.dropout
-                ),
-            ));
         }
         Ok(())
     }
@@ -1496,13 +1480,6 @@ mod tests {
         bad(|s| s.model.d_model = 127, "model.d_model");
         bad(|s| s.model.dropout = 1.0, "model.dropout");
         bad(|s| s.seeds = vec![1, 1], "seeds");
-        bad(
-            |s| {
-                s.jobs = 2;
-                s.model.dropout = 0.1
-            },
-            "jobs",
-        );
         bad(|s| s.arms.clear(), "arms");
         bad(
             |s| s.train.early_stopping_patience = Some(0),

@@ -15,6 +15,7 @@
 //! D head dim.
 
 pub mod config;
+pub mod dropout;
 pub mod error;
 pub mod kernels;
 pub mod mask;
@@ -22,6 +23,7 @@ pub mod module;
 pub mod tiles;
 
 pub use config::{AttnMaskConfig, MaskInputs};
+pub use dropout::{dropout_scope, Dropout, DropoutScope};
 pub use error::{AttnError, Result};
 pub use kernels::{masked_attention, AttnKernel, AttnOptions};
 pub use mask::{

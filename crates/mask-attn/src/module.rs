@@ -3,9 +3,10 @@
 //!
 //! Legend: B batch, T positions, H heads, D = d_model / H head dim.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
+use crate::dropout::Dropout;
 use crate::error::AttnError;
 use crate::kernels::{masked_attention, AttnKernel, AttnOptions};
 use crate::mask::AttnMask;
@@ -41,13 +42,6 @@ impl MaskedSelfAttentionConfig {
                 expected: "a positive divisor of d_model",
             });
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(AttnError::InvalidValue {
-                field: "dropout",
-                value: self.dropout.to_string(),
-                expected: "a probability in [0, 1)",
-            });
-        }
         if self.tile == 0 {
             return Err(AttnError::InvalidValue {
                 field: "tile",
@@ -61,7 +55,7 @@ impl MaskedSelfAttentionConfig {
             key: linear(),
             value: linear(),
             output: linear(),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout)?,
             n_heads: self.n_heads,
             d_k: self.d_model / self.n_heads,
             kernel: self.kernel,

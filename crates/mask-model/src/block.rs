@@ -5,9 +5,9 @@
 //! Legend: B batch, T positions, d `d_model`, F `d_ff`.
 
 use crate::activation::gelu;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use mask_attn::{AttnMask, MaskedSelfAttention, MaskedSelfAttentionConfig};
+use mask_attn::{AttnMask, Dropout, MaskedSelfAttention, MaskedSelfAttentionConfig};
 
 use crate::config::{NormPlacement, TransformerConfig};
 use crate::error::Result;
@@ -58,7 +58,7 @@ impl<B: Backend> TransformerBlock<B> {
             ff_in: linear(d, config.d_ff, std, true, device),
             ff_out: linear(config.d_ff, d, std, true, device),
             ff_norm: layer_norm(d, config.layer_norm_eps, device),
-            dropout: DropoutConfig::new(config.dropout).init(),
+            dropout: Dropout::new(config.dropout)?,
             norm: config.norm,
         })
     }

@@ -4,9 +4,9 @@
 //!
 //! Legend: B batch, T positions, d `d_model`, C classes.
 
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
-use mask_attn::AttnMask;
+use mask_attn::{AttnMask, Dropout};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TextEncoderConfig;
@@ -86,7 +86,7 @@ impl ClassifierConfig {
         let model = ClassifierModel {
             encoder,
             pooler: (self.pooling == Pooling::Cls).then(|| linear(d, d, std, true, device)),
-            dropout: DropoutConfig::new(self.classifier_dropout).init(),
+            dropout: Dropout::new(self.classifier_dropout)?,
             classifier: linear(d, self.n_classes, std, true, device),
         };
         crate::init::materialize(&model);

@@ -4,9 +4,9 @@
 //!
 //! Legend: B batch, T positions, d `d_model`, V vocabulary.
 
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
+use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
-use mask_attn::AttnMask;
+use mask_attn::{AttnMask, Dropout};
 
 use crate::block::Transformer;
 use crate::config::{NormPlacement, PositionEncoding, TextEncoderConfig};
@@ -102,7 +102,7 @@ impl TextEncoderConfig {
                 .then(|| embedding(self.max_len, d, std, device)),
             embed_norm: (t.norm == NormPlacement::PostLn)
                 .then(|| layer_norm(d, t.layer_norm_eps, device)),
-            dropout: DropoutConfig::new(t.dropout).init(),
+            dropout: Dropout::new(t.dropout)?,
             transformer: t.init(device)?,
             vocab_size: self.vocab_size,
             max_len: self.max_len,

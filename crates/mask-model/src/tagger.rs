@@ -3,9 +3,9 @@
 //!
 //! Legend: B batch, T positions, N selected positions, d `d_model`, C classes.
 
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
-use mask_attn::AttnMask;
+use mask_attn::{AttnMask, Dropout};
 
 use crate::config::TextEncoderConfig;
 use crate::encoder::TextEncoder;
@@ -62,7 +62,7 @@ impl TokenClassifierConfig {
         let t = &self.encoder.transformer;
         let model = TokenClassifierModel {
             encoder,
-            dropout: DropoutConfig::new(self.classifier_dropout).init(),
+            dropout: Dropout::new(self.classifier_dropout)?,
             classifier: linear(t.d_model, self.n_classes, t.init_std, true, device),
         };
         crate::init::materialize(&model);

@@ -29,7 +29,7 @@
 //! - Under `Autodiff` the backward pass is burn's derivative of these ops: correct, and it
 //!   stores each run's probabilities (memory grows with the non-empty area, not T x S).
 
-use burn::nn::Dropout;
+use crate::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::{Bool, TensorData};
 

@@ -16,7 +16,7 @@ pub mod fused;
 pub mod host;
 pub mod reference;
 
-use burn::nn::Dropout;
+use crate::dropout::Dropout;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 

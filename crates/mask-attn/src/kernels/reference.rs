@@ -8,7 +8,7 @@
 //! maximum (no `-inf - -inf`), their `exp` is zeroed by the mask, and the denominator is clamped
 //! (the kernels' `MIN_DENOMINATOR`), so such a row outputs exactly 0 with zero gradient.
 
-use burn::nn::Dropout;
+use crate::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::Bool;

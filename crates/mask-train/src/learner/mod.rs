@@ -47,12 +47,11 @@ const STATE: &str = "learner.state";
 const MODEL: &str = "model";
 const OPTIMIZER: &str = "optimizer";
 
-/// burn's backend random generator is process-wide: `B::seed` and every draw (parameter
-/// initialisation, dropout masks) share one stream. Learners take this lock around seeding plus
-/// initialisation, so a run's initial weights depend on its seed alone even when several runs
-/// start on threads of one process. Dropout draws inside steps are not covered: runs with
-/// dropout must not train concurrently in one process (the studies refuse `jobs > 1` with
-/// dropout).
+/// burn's backend random generator is process-wide: `B::seed` and every draw share one stream.
+/// Learners take this lock around seeding plus parameter initialisation, so a run's initial
+/// weights depend on its seed alone even when several runs start on threads of one process.
+/// Dropout does not use that stream: its masks come from [`mask_model::mask_attn::dropout`]'s counter-based
+/// stream, keyed per step by [`dropout_seed`] on the training thread.
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Holds the backend's random generator for seeding and drawing (the private `BACKEND_RNG`).
@@ -60,7 +59,8 @@ pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The dropout seed of `step` of a run seeded `seed` (the one formula every task uses).
+/// The dropout key of `step` of a run seeded `seed` (the one formula every task uses; see
+/// [`mask_model::mask_attn::dropout_scope`]).
 pub fn dropout_seed(seed: u64, step: u64) -> u64 {
     mask_core::mix64(seed ^ 0xd50f_a11c_e5ee_d000 ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
@@ -443,10 +443,8 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
     /// A non-finite loss or gradient norm is an error before anything is updated.
     pub fn step(&mut self, batch: &T::Batch) -> Result<StepRecord> {
         let step = self.state.step;
-        {
-            let _rng = backend_rng_lock();
-            B::seed(&self.device, dropout_seed(self.config.seed, step));
-        }
+        // Dropout masks of this step: a function of (seed, step) on this thread alone.
+        let _dropout = mask_model::mask_attn::dropout_scope(dropout_seed(self.config.seed, step));
         let info = self.task.describe(batch);
         let lr = self.config.lr_at(step);
         let (loss, grad_norm) = match self.task.forward(&self.model, batch, &self.device)? {
