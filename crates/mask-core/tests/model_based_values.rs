@@ -137,9 +137,13 @@ fn learned_scorer_predictions_objective_and_weights_by_hand() {
     }
     assert!((sel.predict(&[3], 0).unwrap() - scorer.predict(&[3], 0)).abs() < 1e-12);
     assert_eq!(sel.predict(&ids, ids.len()), None);
-    // Objective: mean of 1/2 (y - loss)^2 over usable pairs only (an out-of-vocabulary id at
-    // position 1, a NaN loss and an out-of-range position are dropped).
-    let (positions, losses) = ([0u32, 1, 2, 3, 8], [2.0f32, 1.0, f32::NAN, 4.5, 3.0]);
+    // Objective: mean of 1/2 (y - loss)^2 over usable pairs only (out-of-vocabulary ids 9 and
+    // 6 = vocab_size at positions 1 and 5, a NaN loss and an out-of-range position are dropped).
+    let ids = [2u32, 9, 4, 0, 5, 6];
+    let (positions, losses) = (
+        [0u32, 1, 2, 3, 5, 8],
+        [2.0f32, 1.0, f32::NAN, 4.5, 0.5, 3.0],
+    );
     let want = [(0usize, 2.0), (3, 4.5)]
         .iter()
         .map(|&(i, l)| 0.5 * (scorer.predict(&ids, i) - l).powi(2))
@@ -148,6 +152,7 @@ fn learned_scorer_predictions_objective_and_weights_by_hand() {
     let got = sel.objective(&ids, &positions, &losses);
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     // Weights: softmax of y / temperature over the eligible positions, mixed 3:1.
+    let ids = [2u32, 9, 4, 0, 5];
     let special = [false, true, false, false, true];
     let mut w = vec![];
     sel.weights(&Example::new(&ids, &special), &mut w);
@@ -261,6 +266,65 @@ fn selector_names() {
             .name(),
         "span"
     );
+    let docs: Vec<Vec<u32>> = (0..10).map(|_| vec![1, 2, 3, 4]).collect();
+    let table = PmiTable::build(&docs, &PmiTableConfig::default()).unwrap();
+    let pmi = PmiSpanSelector::new(Arc::new(table), 4).unwrap();
+    assert_eq!(pmi.name(), "pmi_span");
+}
+
+/// More accessors and config boundaries: the item masker's serde default rate (BERT4Rec's
+/// 0.2), a masker's schedule and patch count, the fixed-count cap, tag weights never empty,
+/// and BEiT aspect ratios above 1 refused.
+#[test]
+fn more_accessors_and_boundaries() {
+    let items: ItemMaskingConfig = toml::from_str("n_items = 10\nmask_id = 11").unwrap();
+    assert_eq!(items.mask_prob, 0.2);
+    let rate = RateSchedule::Constant { mask_prob: 0.3 };
+    let policy = MaskingConfig::new(VocabSpec::new(100, 3, vec![0, 1, 2, 3]))
+        .with_rate(rate)
+        .build()
+        .unwrap();
+    assert_eq!(policy.schedule(), &rate);
+    let random = PatchSelectionConfig::Random { mask_ratio: 0.75 };
+    let masker = PatchMaskingConfig::new(6, 7, random).build().unwrap();
+    assert_eq!(masker.n_patches(), 42);
+    assert_eq!(FixedCountSelector::new(20).unwrap().max_predictions(), 20);
+    assert!(!TagWeights::new(vec![1.0]).unwrap().is_empty());
+    let block = |min_aspect| PatchSelectionConfig::BlockWise {
+        mask_ratio: 0.4,
+        min_block: 4,
+        min_aspect,
+    };
+    assert!(PatchMaskingConfig::new(14, 14, block(1.0)).build().is_ok());
+    for bad in [1.5, 0.0, f64::INFINITY] {
+        assert!(matches!(
+            PatchMaskingConfig::new(14, 14, block(bad)).build(),
+            Err(MaskError::InvalidValue {
+                field: "min_aspect",
+                ..
+            })
+        ));
+    }
+}
+
+/// Patch masks are equal only when visible, hidden and restore orders all agree.
+#[test]
+fn patch_masks_compare_every_field() {
+    let masker = PatchMaskingConfig::new(4, 4, PatchSelectionConfig::Random { mask_ratio: 0.5 })
+        .build()
+        .unwrap();
+    let a = masker.mask(1, 0, 0);
+    assert_eq!(a, masker.mask(1, 0, 0));
+    assert_ne!(a, masker.mask(1, 0, 1));
+    for change in 0..3 {
+        let mut c = a.clone();
+        match change {
+            0 => c.keep.swap(0, 1),
+            1 => c.masked.swap(0, 1),
+            _ => c.restore.swap(0, 1),
+        }
+        assert_ne!(a, c, "field {change}");
+    }
 }
 
 /// Token statistics whose document frequency exceeds the number of documents are refused even
