@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side speed against the PyTorch / HuggingFace peers, interleaved on this machine.
 #
-#   scripts/bench_vs_peers.sh [--quick]
+#   scripts/bench_vs_peers.sh [--quick] [--only REGEX]
 #
 # - Peers run from a venv: $PEERS_PYTHON if set, else one created at
 #   ${PEERS_VENV:-$HOME/.cache/dynmask-peers} from benches/peers/requirements.txt (~5.6 GiB:
@@ -12,13 +12,23 @@
 #   median(ours) vs median(peer), > 1 meaning we are faster. --quick also skips the secondary
 #   shapes (L=1024, forward+backward, compiled FlexAttention), which run 2 pairs each anyway. A peer that cannot run (e.g.
 #   compiled FlexAttention without a C++ compiler) is reported and skipped.
+# - --only REGEX runs only the comparisons whose name matches (e.g. --only train_step).
+# - Peak resident memory of every process is read with /usr/bin/time (when installed) and
+#   reported beside the speed (median over the pairs, MB).
 # - Prints a Markdown table (what docs/benchmarks.md quotes), then one JSON line per comparison:
-#   {"bench": NAME, "ours": x, "peer": y, "unit": ..., "ratio": r}.
+#   {"bench": NAME, "ours": x, "peer": y, "unit": ..., "ratio": r, "ours_rss_mb": .., "peer_rss_mb": ..}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PAIRS=5 FULL=1
-[[ "${1:-}" == "--quick" ]] && PAIRS=2 FULL=
+PAIRS=5 FULL=1 ONLY=.
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) PAIRS=2 FULL= ;;
+    --only) ONLY="$2"; shift ;;
+    *) echo "usage: $0 [--quick] [--only REGEX]" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 if [[ -n "${PEERS_PYTHON:-}" ]]; then
   PY="$PEERS_PYTHON"
@@ -40,15 +50,26 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_pairs" and m.get("executable"):
         print(m["executable"])')
 [[ -x "$OURS_BIN" ]] || { echo "could not build benches/peer_pairs.rs" >&2; exit 1; }
-ours() { "$OURS_BIN" "$@" 2>/dev/null | grep '^{'; }
-peer() { "$PY" "$@" 2>/dev/null | grep '^{'; }
-
-RESULTS=$(mktemp)
-trap 'rm -f "$RESULTS"' EXIT
+RESULTS=$(mktemp) RSS=$(mktemp)
+trap 'rm -f "$RESULTS" "$RSS"' EXIT
+# Runs "$@", printing its JSON line with the process's peak RSS (kB, 0 if unknown) added.
+measured() {
+  local line rss=0
+  if [[ -x /usr/bin/time ]]; then
+    line=$(/usr/bin/time -f '%M' -o "$RSS" "$@" 2>/dev/null | grep '^{') || return 1
+    rss=$(tail -1 "$RSS")
+  else
+    line=$("$@" 2>/dev/null | grep '^{') || return 1
+  fi
+  echo "${line%\}}, \"rss_kb\": $rss}"
+}
+ours() { measured "$OURS_BIN" "$@"; }
+peer() { measured "$PY" "$@"; }
 
 # compare NAME HIGHER_IS_BETTER(1|0) -- OURS_ARGS -- PEER_ARGS
 compare() {
   local name="$1" higher="$2"; shift 3
+  [[ "$name" =~ $ONLY ]] || return 0
   local ours_args=() peer_args=()
   while [[ "$1" != "--" ]]; do ours_args+=("$1"); shift; done; shift
   peer_args=("$@")
@@ -87,8 +108,8 @@ done
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 names = list(dict.fromkeys(r["name"] for r in rows))
-print("| bench | ours (median) | peer (median) | unit | ratio (> 1: we are faster) | pairs |")
-print("|---|---|---|---|---|---|")
+print("| bench | ours (median) | peer (median) | unit | ratio (> 1: we are faster) | pairs | peak RSS ours / peer (MB) |")
+print("|---|---|---|---|---|---|---|")
 out = []
 for n in names:
     rs = [r for r in rows if r["name"] == n]
@@ -96,8 +117,11 @@ for n in names:
     p = statistics.median(r["peer"]["value"] for r in rs)
     ratio = o / p if rs[0]["higher"] else p / o
     unit = rs[0]["ours"]["unit"]
-    print(f"| {n} | {o:,.4g} | {p:,.4g} | {unit} | {ratio:.2f}x | {len(rs)} |")
-    out.append({"bench": n, "ours": o, "peer": p, "unit": unit, "ratio": round(ratio, 4)})
+    rss = [statistics.median(r[side].get("rss_kb", 0) for r in rs) / 1024 for side in ("ours", "peer")]
+    rss_text = f"{rss[0]:,.0f} / {rss[1]:,.0f}" if min(rss) > 0 else "n/a"
+    print(f"| {n} | {o:,.4g} | {p:,.4g} | {unit} | {ratio:.2f}x | {len(rs)} | {rss_text} |")
+    out.append({"bench": n, "ours": o, "peer": p, "unit": unit, "ratio": round(ratio, 4),
+                "ours_rss_mb": round(rss[0], 1), "peer_rss_mb": round(rss[1], 1)})
 for o in out:
     print(json.dumps(o))
 PYEOF

@@ -1,0 +1,229 @@
+//! Speed levers of the training step measured one at a time (issue 13), each against the code it
+//! replaced, on every backend (`ndarray/`, `flex/`, and `wgpu/` when `DYNMASK_BENCH_WGPU` is set).
+//! Shapes are `bert-small-peer`'s at batch 32 x 128 (d_model 256, 4 heads of 64).
+//!
+//! - `dropout`: burn's `Dropout` (backend random generator, one Bernoulli sample per element,
+//!   two multiplies) against `mask_attn::Dropout` (counter-based host mask, one multiply), under
+//!   autodiff, forward and backward, on a hidden-state tensor `[32, 128, 256]` and on attention
+//!   weights `[32, 4, 128, 128]`.
+//! - `rotary`: rotating queries after the head transpose (`[B, H, T, D]`, the old layout) against
+//!   before it (`[B, T, H, D]`), for queries and keys, then the score product `q k^T` and its
+//!   backward, which is what the rotation feeds.
+//! - `qkv`: the query, key and value projections as three matmuls of `[4096, 256] x [256, 256]`
+//!   (what `MaskedSelfAttention` does) against one of `[4096, 256] x [256, 768]` on the
+//!   concatenated weights, split afterwards; forward and backward to the input and weights.
+//!
+//! Run: `cargo bench --bench levers`. `iter_custom` syncs the device before reading the clock.
+
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
+use burn::nn::DropoutConfig;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
+use criterion::{criterion_group, criterion_main, Criterion};
+use mask_attn::{dropout_scope, Dropout};
+
+const B: usize = 32;
+const T: usize = 128;
+const H: usize = 4;
+const D: usize = 64;
+
+fn timed<F: FnMut()>(iters: u64, sync: impl Fn(), mut f: F) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    sync();
+    start.elapsed()
+}
+
+fn dropout_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
+    let device = Default::default();
+    let mut group = c.benchmark_group(format!("{backend}/dropout"));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    let burn_dropout = DropoutConfig::new(0.1).init();
+    let ours = Dropout::new(0.1).unwrap();
+    let hidden = Tensor::<AB, 3>::random([B, T, 256], Distribution::Default, &device);
+    let weights = Tensor::<AB, 4>::random([B, H, T, T], Distribution::Default, &device);
+    let sync = || AB::sync(&device).unwrap();
+    macro_rules! case {
+        ($name:expr, $x:expr, $apply:expr) => {
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| {
+                    timed(iters, sync, || {
+                        let x = $x.clone().require_grad();
+                        let y = $apply(x.clone());
+                        let grads = y.sum().backward();
+                        std::hint::black_box(x.grad(&grads));
+                    })
+                })
+            });
+        };
+    }
+    let _scope = dropout_scope(1);
+    case!("hidden_32x128x256/burn", hidden, |x| burn_dropout
+        .forward(x));
+    case!("hidden_32x128x256/counter", hidden, |x| ours.forward(x));
+    case!("attn_32x4x128x128/burn", weights, |x| burn_dropout
+        .forward(x));
+    case!("attn_32x4x128x128/counter", weights, |x| ours.forward(x));
+    group.finish();
+}
+
+/// `x * cos + rotate_half(x) * sin` on the last dim, with tables broadcast as given.
+fn rotate<Bk: Backend>(
+    x: Tensor<Bk, 4>,
+    cos: &Tensor<Bk, 4>,
+    sin: &Tensor<Bk, 4>,
+) -> Tensor<Bk, 4> {
+    let [a, b, c, d] = x.dims();
+    let x1 = x.clone().slice([0..a, 0..b, 0..c, 0..d / 2]);
+    let x2 = x.clone().slice([0..a, 0..b, 0..c, d / 2..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// The same rotation with `rotate_half` as a flip of the two halves times a sign, on a
+/// `[.., 2, D / 2]` view (one copy instead of two slices, a negation and a concatenation).
+fn rotate_flip<Bk: Backend>(
+    x: Tensor<Bk, 4>,
+    cos: &Tensor<Bk, 4>,
+    sin: &Tensor<Bk, 4>,
+) -> Tensor<Bk, 4> {
+    let [a, b, c, d] = x.dims();
+    let sign = Tensor::<Bk, 1>::from_floats([-1.0, 1.0], &x.device()).reshape([1, 1, 1, 2, 1]);
+    let rotated = (x.clone().reshape([a, b, c, 2, d / 2]).flip([3]) * sign).reshape([a, b, c, d]);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// The same rotation with `rotate_half` as a product with the fixed signed permutation `R`
+/// (`[D, D]`), on the rows of `[B T H, D]`.
+fn rotate_matmul<Bk: Backend>(
+    x: Tensor<Bk, 4>,
+    cos: &Tensor<Bk, 4>,
+    sin: &Tensor<Bk, 4>,
+    r: &Tensor<Bk, 2>,
+) -> Tensor<Bk, 4> {
+    let [a, b, c, d] = x.dims();
+    let rotated = x
+        .clone()
+        .reshape([a * b * c, d])
+        .matmul(r.clone())
+        .reshape([a, b, c, d]);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+fn rotary_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
+    let device = Default::default();
+    let mut group = c.benchmark_group(format!("{backend}/rotary"));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    let q = Tensor::<AB, 3>::random([B, T, H * D], Distribution::Default, &device);
+    let k = Tensor::<AB, 3>::random([B, T, H * D], Distribution::Default, &device);
+    let table = Tensor::<AB, 2>::random([T, D], Distribution::Default, &device);
+    let (cos_bhtd, sin_bhtd) = (
+        table.clone().reshape([1, 1, T, D]),
+        table.clone().sin().reshape([1, 1, T, D]),
+    );
+    let (cos_bthd, sin_bthd) = (
+        table.clone().reshape([1, T, 1, D]),
+        table.sin().reshape([1, T, 1, D]),
+    );
+    // rotate_half(x) = x R: R[j + D/2, j] = -1 and R[j, j + D/2] = 1 for j < D/2.
+    let mut r = vec![0f32; D * D];
+    for j in 0..D / 2 {
+        r[(j + D / 2) * D + j] = -1.0;
+        r[j * D + j + D / 2] = 1.0;
+    }
+    let r = Tensor::<AB, 2>::from_data(burn::tensor::TensorData::new(r, [D, D]), &device);
+    let sync = || AB::sync(&device).unwrap();
+    for name in ["after_transpose", "before_transpose", "flip", "matmul"] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, sync, || {
+                    let (qx, kx) = (q.clone().require_grad(), k.clone().require_grad());
+                    let heads = |t: Tensor<AB, 3>| t.reshape([B, T, H, D]);
+                    let rot = |t: Tensor<AB, 3>| match name {
+                        "after_transpose" => rotate(heads(t).swap_dims(1, 2), &cos_bhtd, &sin_bhtd),
+                        "before_transpose" => {
+                            rotate(heads(t), &cos_bthd, &sin_bthd).swap_dims(1, 2)
+                        }
+                        "flip" => rotate_flip(heads(t), &cos_bthd, &sin_bthd).swap_dims(1, 2),
+                        _ => rotate_matmul(heads(t), &cos_bthd, &sin_bthd, &r).swap_dims(1, 2),
+                    };
+                    let (qh, kh) = (rot(qx.clone()), rot(kx.clone()));
+                    let scores = qh.matmul(kh.swap_dims(2, 3)); // [B, H, T, T]
+                    let grads = scores.sum().backward();
+                    std::hint::black_box((qx.grad(&grads), kx.grad(&grads)));
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn qkv_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
+    let device = Default::default();
+    let mut group = c.benchmark_group(format!("{backend}/qkv"));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    let d = H * D;
+    let x = Tensor::<AB, 2>::random([B * T, d], Distribution::Default, &device);
+    let w: Vec<Tensor<AB, 2>> = (0..3)
+        .map(|_| Tensor::random([d, d], Distribution::Default, &device))
+        .collect();
+    let bias: Vec<Tensor<AB, 1>> = (0..3)
+        .map(|_| Tensor::random([d], Distribution::Default, &device))
+        .collect();
+    let sync = || AB::sync(&device).unwrap();
+    for (name, fused) in [("three_matmuls", false), ("one_matmul", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, sync, || {
+                    let x = x.clone().require_grad();
+                    let w: Vec<_> = w.iter().map(|t| t.clone().require_grad()).collect();
+                    let bias: Vec<_> = bias.iter().map(|t| t.clone().require_grad()).collect();
+                    let (q, k, v) = if fused {
+                        let wc = Tensor::cat(w.clone(), 1); // [d, 3d]
+                        let bc = Tensor::cat(bias.clone(), 0).unsqueeze::<2>(); // [1, 3d]
+                        let y = x.clone().matmul(wc) + bc; // [BT, 3d]
+                        let mut parts = y.chunk(3, 1);
+                        let v = parts.pop().unwrap();
+                        let k = parts.pop().unwrap();
+                        (parts.pop().unwrap(), k, v)
+                    } else {
+                        let p = |i: usize| {
+                            x.clone().matmul(w[i].clone()) + bias[i].clone().unsqueeze::<2>()
+                        };
+                        (p(0), p(1), p(2))
+                    };
+                    // A cheap use of each that keeps them distinct in the graph.
+                    let loss = q.sum() + k.mul_scalar(2.0).sum() + v.mul_scalar(3.0).sum();
+                    let grads = loss.backward();
+                    std::hint::black_box((x.grad(&grads), w[0].grad(&grads)));
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    dropout_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");
+    dropout_bench::<Autodiff<Flex>>(c, "flex");
+    rotary_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");
+    rotary_bench::<Autodiff<Flex>>(c, "flex");
+    qkv_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");
+    qkv_bench::<Autodiff<Flex>>(c, "flex");
+    if std::env::var("DYNMASK_BENCH_WGPU").is_ok() {
+        dropout_bench::<Autodiff<Wgpu>>(c, "wgpu");
+        rotary_bench::<Autodiff<Wgpu>>(c, "wgpu");
+        qkv_bench::<Autodiff<Wgpu>>(c, "wgpu");
+    }
+}
+
+criterion_group!(benches_group, benches);
+criterion_main!(benches_group);
