@@ -4,6 +4,8 @@
 #   scripts/mutants.sh core [K/N]       mask-core in full, or shard K of N (e.g. 0/8; round-robin,
 #                                       so any set of shards is an even sample of the mutants)
 #   scripts/mutants.sh hotspots [K/N]   the burn crates' numeric hot spots (.cargo/mutants-hotspots.toml)
+#   scripts/mutants.sh core K/N --iterate   re-test only the mutants a previous run of that shard
+#                                       did not catch (further arguments go to cargo-mutants)
 #
 # Uses the shared target directory (CARGO_TARGET_DIR, as CI does), so burn is not rebuilt in
 # cargo-mutants' scratch copy. Cargo names a workspace's artifacts by paths relative to the
@@ -17,9 +19,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dynmask-target}"
 scripts/install_mutants.sh
 what="${1:-core}"
 shard="${2:-}"
+extra=("${@:3}")
 out="mutants/$what${shard:+-${shard/\//-of-}}"
 mkdir -p "$out"
-args=(--no-shuffle --sharding round-robin --output "$out")
+args=(--no-shuffle --sharding round-robin --output "$out" "${extra[@]}")
 [ -n "$shard" ] && args+=(--shard "$shard")
 case "$what" in
   core)

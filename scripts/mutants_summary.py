@@ -2,6 +2,8 @@
 
     python3 scripts/mutants_summary.py mutants/core-*       # one or more output directories
 
+A directory re-run with `--iterate` counts its `previously_caught.txt` as caught.
+
 Prints, per file and in total: mutants tested, caught, timed out, missed and unviable, and the
 score = (caught + timeout) / (caught + timeout + missed) (a mutant that makes the tests hang was
 detected; unviable mutants do not compile and do not count), then every missed mutant.
@@ -32,6 +34,12 @@ def main(dirs):
             print(f"(skipping {d}: still running)", file=sys.stderr)
             continue
         shards += 1
+        # `--iterate` runs skip what an earlier run caught and list it here instead.
+        previous = pathlib.Path(d) / "mutants.out" / "previously_caught.txt"
+        if previous.exists():
+            for line in previous.read_text().splitlines():
+                if line.strip():
+                    per_file[line.split(":", 1)[0]]["caught"] += 1
         for o in data["outcomes"]:
             mutant = o["scenario"]
             if not isinstance(mutant, dict) or "Mutant" not in mutant:

@@ -50,8 +50,9 @@ const OPTIMIZER: &str = "optimizer";
 /// burn's backend random generator is process-wide: `B::seed` and every draw share one stream.
 /// Learners take this lock around seeding plus parameter initialisation, so a run's initial
 /// weights depend on its seed alone even when several runs start on threads of one process.
-/// Dropout does not use that stream: its masks come from [`mask_model::mask_attn::dropout`]'s counter-based
-/// stream, keyed per step by [`dropout_seed`] on the training thread.
+/// Dropout does not use that stream: its masks come from the counter-based stream of
+/// [`mask_model::mask_attn::dropout`], keyed per step by [`dropout_seed`] on the training
+/// thread.
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Holds the backend's random generator for seeding and drawing (the private `BACKEND_RNG`).
