@@ -343,3 +343,19 @@ fn token_stats_refuse_doc_frequency_above_n_docs() {
         })
     ));
 }
+
+/// Names and needs the policies report, and the corruption's and item masker's mask ids.
+#[test]
+fn names_needs_and_mask_ids() {
+    assert_eq!(FixedCountSelector::new(20).unwrap().name(), "fixed_count");
+    let stats = TokenStats::from_docs(10, [vec![1u32, 2, 3], vec![1, 4]]).unwrap();
+    assert_eq!(IdfSelector::new(&stats, 1.0).unwrap().name(), "idf");
+    let word = SpanSelector::new(0.2, 1, 10, SpanAnchor::Word).unwrap();
+    let token = SpanSelector::new(0.2, 1, 10, SpanAnchor::Token).unwrap();
+    assert!(word.needs_word_ids() && !token.needs_word_ids());
+    let vocab = VocabSpec::new(100, 7, vec![0, 7]);
+    let corruption = CorruptionConfig::default().build(&vocab).unwrap();
+    assert_eq!(corruption.mask_token_id(), 7);
+    let items = ItemMaskingConfig::new(100).build().unwrap();
+    assert_eq!(items.mask_id(), 101);
+}

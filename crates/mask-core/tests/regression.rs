@@ -64,6 +64,43 @@ fn token_digest_at(selection: SelectionConfig, regime: Regime, seed: u64, mask_p
     h
 }
 
+/// [`token_digest`] of IDF-weighted selection. Statistics: the 64 test sentences, each document
+/// also repeating one of the first 8 (so their tokens' document frequencies, and weights,
+/// differ from the rest).
+fn idf_digest() -> u64 {
+    let docs: Vec<Vec<u32>> = (0..64u64)
+        .map(|i| {
+            let mut doc = sentence(i, 24 + (i as usize % 40)).0;
+            doc.extend(sentence(i % 8, 24 + (i as usize % 8)).0);
+            doc
+        })
+        .collect();
+    let stats = TokenStats::from_docs(30522, &docs).unwrap();
+    let resources = SelectorResources {
+        token_stats: Some(std::sync::Arc::new(stats)),
+        ..Default::default()
+    };
+    let vocab = VocabSpec::new(30522, 103, vec![0, 100, 101, 102, 103]);
+    let policy = MaskingConfig::new(vocab)
+        .with_selection(SelectionConfig::Idf { exponent: 1.0 })
+        .build_with(&resources)
+        .unwrap();
+    let mut h = 0;
+    for epoch in 0..3 {
+        for i in 0..64u64 {
+            let (ids, special, _) = sentence(i, 24 + (i as usize % 40));
+            let m = policy
+                .mask(
+                    &Example::new(&ids, &special),
+                    &MaskContext::new(1234, epoch, i, epoch * 64 + i),
+                )
+                .unwrap();
+            h = fold(h, m.input_ids.iter().map(|&x| u64::from(x)));
+        }
+    }
+    h
+}
+
 fn patch_digest(selection: PatchSelectionConfig) -> u64 {
     let masker = PatchMaskingConfig::new(14, 14, selection).build().unwrap();
     let mut h = 0;
@@ -88,7 +125,7 @@ fn span(anchor: SpanAnchor) -> SelectionConfig {
 /// The digests, and what each pins.
 #[test]
 fn masks_are_pinned() {
-    let cases: [(&str, u64, u64); 11] = [
+    let cases: [(&str, u64, u64); 12] = [
         (
             "bernoulli, dynamic",
             token_digest(SelectionConfig::Bernoulli {}, Regime::Dynamic {}),
@@ -165,6 +202,12 @@ fn masks_are_pinned() {
                 Regime::Dynamic {},
             ),
             0xd054_c83e_959e_ab8b,
+        ),
+        (
+            // Unequal weights: pins the proportional sampler's systematic draw.
+            "idf (exponent 1)",
+            idf_digest(),
+            0x2d21_65f3_6c58_53c7,
         ),
     ];
     let mut wrong = vec![];
