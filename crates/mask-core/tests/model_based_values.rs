@@ -359,3 +359,29 @@ fn names_needs_and_mask_ids() {
     let items = ItemMaskingConfig::new(100).build().unwrap();
     assert_eq!(items.mask_id(), 101);
 }
+
+/// A token masker reports its regime; model-based selectors refuse vocabularies above 2^26
+/// before allocating any state.
+#[test]
+fn regime_accessor_and_vocabulary_cap() {
+    let policy = MaskingConfig::new(VocabSpec::new(100, 3, vec![0, 3]))
+        .with_regime(Regime::Static { dupe_factor: 3 })
+        .build()
+        .unwrap();
+    assert_eq!(policy.regime(), Regime::Static { dupe_factor: 3 });
+    let too_big = (1u32 << 26) + 1;
+    assert!(matches!(
+        LossAwareSelector::new(too_big, 0.99, 1.0, 0.2),
+        Err(MaskError::InvalidValue {
+            field: "vocab_size",
+            ..
+        })
+    ));
+    assert!(matches!(
+        LearnedSelector::new(too_big, 1, 4, 0.05, 1.0, 0.2, 0),
+        Err(MaskError::InvalidValue {
+            field: "vocab_size",
+            ..
+        })
+    ));
+}

@@ -8,6 +8,8 @@
 //! update the digests in the same commit and say so in its message; the studies' committed
 //! results then need a rerun.
 
+use std::sync::Arc;
+
 use mask_core::*;
 
 /// Folds `values` into `h` (order-sensitive).
@@ -64,10 +66,10 @@ fn token_digest_at(selection: SelectionConfig, regime: Regime, seed: u64, mask_p
     h
 }
 
-/// [`token_digest`] of IDF-weighted selection. Statistics: the 64 test sentences, each document
-/// also repeating one of the first 8 (so their tokens' document frequencies, and weights,
-/// differ from the rest).
-fn idf_digest() -> u64 {
+/// Token statistics and a PMI table from the test sentences, each document also repeating one
+/// of the first 8 (so their tokens' document frequencies differ from the rest, and their
+/// n-grams occur often enough to enter the PMI table).
+fn resources() -> SelectorResources {
     let docs: Vec<Vec<u32>> = (0..64u64)
         .map(|i| {
             let mut doc = sentence(i, 24 + (i as usize % 40)).0;
@@ -75,15 +77,21 @@ fn idf_digest() -> u64 {
             doc
         })
         .collect();
-    let stats = TokenStats::from_docs(30522, &docs).unwrap();
-    let resources = SelectorResources {
-        token_stats: Some(std::sync::Arc::new(stats)),
+    SelectorResources {
+        token_stats: Some(Arc::new(TokenStats::from_docs(30522, &docs).unwrap())),
+        pmi: Some(Arc::new(
+            PmiTable::build(&docs, &PmiTableConfig::default()).unwrap(),
+        )),
         ..Default::default()
-    };
+    }
+}
+
+/// [`token_digest`] of a selector that needs [`resources`].
+fn resource_digest(selection: SelectionConfig) -> u64 {
     let vocab = VocabSpec::new(30522, 103, vec![0, 100, 101, 102, 103]);
     let policy = MaskingConfig::new(vocab)
-        .with_selection(SelectionConfig::Idf { exponent: 1.0 })
-        .build_with(&resources)
+        .with_selection(selection)
+        .build_with(&resources())
         .unwrap();
     let mut h = 0;
     for epoch in 0..3 {
@@ -125,7 +133,7 @@ fn span(anchor: SpanAnchor) -> SelectionConfig {
 /// The digests, and what each pins.
 #[test]
 fn masks_are_pinned() {
-    let cases: [(&str, u64, u64); 12] = [
+    let cases: [(&str, u64, u64); 13] = [
         (
             "bernoulli, dynamic",
             token_digest(SelectionConfig::Bernoulli {}, Regime::Dynamic {}),
@@ -206,8 +214,14 @@ fn masks_are_pinned() {
         (
             // Unequal weights: pins the proportional sampler's systematic draw.
             "idf (exponent 1)",
-            idf_digest(),
+            resource_digest(SelectionConfig::Idf { exponent: 1.0 }),
             0x2d21_65f3_6c58_53c7,
+        ),
+        (
+            // Whole n-gram units, the last one taken with probability left / length.
+            "pmi spans",
+            resource_digest(SelectionConfig::PmiSpan { max_ngram: 4 }),
+            0xb4aa_78f4_70b0_3657,
         ),
     ];
     let mut wrong = vec![];
