@@ -4,8 +4,8 @@
 #   scripts/mutants.sh core [K/N]       mask-core in full, or shard K of N (e.g. 0/8; round-robin,
 #                                       so any set of shards is an even sample of the mutants)
 #   scripts/mutants.sh hotspots [K/N]   the burn crates' numeric hot spots (.cargo/mutants-hotspots.toml)
-#   scripts/mutants.sh core K/N --iterate   re-test only the mutants a previous run of that shard
-#                                       did not catch (further arguments go to cargo-mutants)
+#   scripts/mutants.sh core all --re REGEX   further arguments go to cargo-mutants: here, re-test
+#                                       only the named mutants (e.g. the survivors of earlier shards)
 #
 # Uses the shared target directory (CARGO_TARGET_DIR, as CI does), so burn is not rebuilt in
 # cargo-mutants' scratch copy. Cargo names a workspace's artifacts by paths relative to the
@@ -20,10 +20,12 @@ scripts/install_mutants.sh
 what="${1:-core}"
 shard="${2:-}"
 extra=("${@:3}")
+[ "$shard" = all ] && shard=
 out="mutants/$what${shard:+-${shard/\//-of-}}"
 mkdir -p "$out"
-args=(--no-shuffle --sharding round-robin --output "$out" "${extra[@]}")
-[ -n "$shard" ] && args+=(--shard "$shard")
+args=(--no-shuffle --output "$out" "${extra[@]}")
+# --sharding is only accepted together with --shard (the full run takes neither).
+[ -n "$shard" ] && args+=(--sharding round-robin --shard "$shard")
 case "$what" in
   core)
     # Unit and integration tests (doctests only restate examples); release, like CI.

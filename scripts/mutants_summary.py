@@ -2,7 +2,16 @@
 
     python3 scripts/mutants_summary.py mutants/core-*       # one or more output directories
 
-A directory re-run with `--iterate` counts its `previously_caught.txt` as caught.
+    python3 scripts/mutants_summary.py --recheck mutants/core mutants/core-*-of-8
+
+counts the survivors of the shards as the later re-run in `--recheck DIR` found them (a run of
+`scripts/mutants.sh core all --re ...` after new tests; the shards themselves may have run at
+earlier commits).
+
+    python3 scripts/mutants_summary.py --survivors-re mutants/core-*-of-8
+
+prints instead one regular expression matching every missed mutant's name, for
+`scripts/mutants.sh core all --re "$(...)"` (re-test the survivors after adding tests).
 
 Prints, per file and in total: mutants tested, caught, timed out, missed and unviable, and the
 score = (caught + timeout) / (caught + timeout + missed) (a mutant that makes the tests hang was
@@ -21,34 +30,51 @@ KINDS = {
 }
 
 
-def main(dirs):
+def survivors_re(dirs):
+    import re
+
+    names = set()
+    for d in dirs:
+        missed = pathlib.Path(d) / "mutants.out" / "missed.txt"
+        if missed.exists():
+            names.update(l.strip() for l in missed.read_text().splitlines() if l.strip())
+    print("^(" + "|".join(re.escape(n) for n in sorted(names)) + ")$")
+
+
+def outcomes(d):
+    """(mutant name, file, kind) of every mutant of a finished run in `d`; None if unfinished."""
+    path = pathlib.Path(d) / "mutants.out" / "outcomes.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("end_time") is None:
+        print(f"(skipping {d}: still running)", file=sys.stderr)
+        return None
+    out = []
+    for o in data["outcomes"]:
+        mutant = o["scenario"]
+        if isinstance(mutant, dict) and "Mutant" in mutant:  # not the baseline
+            m = mutant["Mutant"]
+            out.append((m["name"], m["file"], KINDS.get(o["summary"], o["summary"])))
+    return out
+
+
+def main(dirs, recheck_dir=None):
+    recheck = {name: kind for name, _, kind in (outcomes(recheck_dir) or [])} if recheck_dir else {}
     per_file = collections.defaultdict(collections.Counter)
     missed = []
     shards = 0
     for d in dirs:
-        path = pathlib.Path(d) / "mutants.out" / "outcomes.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        if data.get("end_time") is None:
-            print(f"(skipping {d}: still running)", file=sys.stderr)
+        run = outcomes(d)
+        if run is None:
             continue
         shards += 1
-        # `--iterate` runs skip what an earlier run caught and list it here instead.
-        previous = pathlib.Path(d) / "mutants.out" / "previously_caught.txt"
-        if previous.exists():
-            for line in previous.read_text().splitlines():
-                if line.strip():
-                    per_file[line.split(":", 1)[0]]["caught"] += 1
-        for o in data["outcomes"]:
-            mutant = o["scenario"]
-            if not isinstance(mutant, dict) or "Mutant" not in mutant:
-                continue  # the baseline
-            m = mutant["Mutant"]
-            kind = KINDS.get(o["summary"], o["summary"])
-            per_file[m["file"]][kind] += 1
+        for name, file, kind in run:
             if kind == "missed":
-                missed.append(m["name"])
+                kind = recheck.get(name, kind)
+            per_file[file][kind] += 1
+            if kind == "missed":
+                missed.append(name)
     total = collections.Counter()
     print("| file | tested | caught | timeout | missed | unviable | score |")
     print("|---|---|---|---|---|---|---|")
@@ -74,4 +100,9 @@ def row(name, c):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--survivors-re"]:
+        survivors_re(sys.argv[2:])
+    elif sys.argv[1:2] == ["--recheck"]:
+        main(sys.argv[3:], recheck_dir=sys.argv[2])
+    else:
+        main(sys.argv[1:])
