@@ -385,3 +385,46 @@ fn regime_accessor_and_vocabulary_cap() {
         })
     ));
 }
+
+/// Rate schedules by hand: a warm-up from 0.1 to 0.4 over 10 steps, then linear or cosine decay
+/// to 0.1 over 100 steps.
+#[test]
+fn rate_schedules_by_hand() {
+    let linear = RateSchedule::Linear {
+        start: 0.4,
+        end: 0.1,
+        decay_steps: 100,
+        warmup_steps: 10,
+        warmup_start: Some(0.1),
+    };
+    for (step, want) in [
+        (0, 0.1),
+        (5, 0.25),
+        (10, 0.4),
+        (60, 0.25),
+        (110, 0.1),
+        (500, 0.1),
+    ] {
+        let got = linear.rate_at(step);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "linear at {step}: {got} vs {want}"
+        );
+    }
+    let cosine = RateSchedule::Cosine {
+        start: 0.4,
+        end: 0.1,
+        decay_steps: 100,
+        warmup_steps: 10,
+        warmup_start: Some(0.1),
+    };
+    // Cosine: 0.4 - 0.3 * (1 - cos(pi t)) / 2; at t = 1/4 that is 0.4 - 0.15 (1 - sqrt(1/2)).
+    let quarter = 0.4 - 0.15 * (1.0 - 0.5f64.sqrt());
+    for (step, want) in [(5, 0.25), (35, quarter), (60, 0.25), (110, 0.1)] {
+        let got = cosine.rate_at(step);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "cosine at {step}: {got} vs {want}"
+        );
+    }
+}
