@@ -24,6 +24,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mask_attn::{dropout_scope, Dropout};
+use mask_model::position::Rope;
 
 const B: usize = 32;
 const T: usize = 128;
@@ -73,47 +74,30 @@ fn dropout_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     group.finish();
 }
 
-/// `x * cos + rotate_half(x) * sin` on the last dim, with tables broadcast as given.
-fn rotate<Bk: Backend>(
-    x: Tensor<Bk, 4>,
-    cos: &Tensor<Bk, 4>,
-    sin: &Tensor<Bk, 4>,
-) -> Tensor<Bk, 4> {
-    let [a, b, c, d] = x.dims();
-    let x1 = x.clone().slice([0..a, 0..b, 0..c, 0..d / 2]);
-    let x2 = x.clone().slice([0..a, 0..b, 0..c, d / 2..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
-}
-
-/// The same rotation with `rotate_half` as a flip of the two halves times a sign, on a
-/// `[.., 2, D / 2]` view (one copy instead of two slices, a negation and a concatenation).
-fn rotate_flip<Bk: Backend>(
-    x: Tensor<Bk, 4>,
-    cos: &Tensor<Bk, 4>,
-    sin: &Tensor<Bk, 4>,
-) -> Tensor<Bk, 4> {
+/// `rotate_half` as a flip of the two halves times a sign, on a `[.., 2, D / 2]` view (one copy
+/// instead of `Rope::apply`'s two slices, negation and concatenation).
+fn rotate_half_flip<Bk: Backend>(x: Tensor<Bk, 4>) -> Tensor<Bk, 4> {
     let [a, b, c, d] = x.dims();
     let sign = Tensor::<Bk, 1>::from_floats([-1.0, 1.0], &x.device()).reshape([1, 1, 1, 2, 1]);
-    let rotated = (x.clone().reshape([a, b, c, 2, d / 2]).flip([3]) * sign).reshape([a, b, c, d]);
-    x * cos.clone() + rotated * sin.clone()
+    (x.reshape([a, b, c, 2, d / 2]).flip([3]) * sign).reshape([a, b, c, d])
 }
 
-/// The same rotation with `rotate_half` as a product with the fixed signed permutation `R`
-/// (`[D, D]`), on the rows of `[B T H, D]`.
-fn rotate_matmul<Bk: Backend>(
-    x: Tensor<Bk, 4>,
-    cos: &Tensor<Bk, 4>,
-    sin: &Tensor<Bk, 4>,
-    r: &Tensor<Bk, 2>,
-) -> Tensor<Bk, 4> {
+/// `rotate_half` as a product with the fixed signed permutation `R` (`[D, D]`), on the rows of
+/// `[B T H, D]`.
+fn rotate_half_matmul<Bk: Backend>(x: Tensor<Bk, 4>, r: &Tensor<Bk, 2>) -> Tensor<Bk, 4> {
     let [a, b, c, d] = x.dims();
-    let rotated = x
-        .clone()
-        .reshape([a * b * c, d])
+    x.reshape([a * b * c, d])
         .matmul(r.clone())
-        .reshape([a, b, c, d]);
-    x * cos.clone() + rotated * sin.clone()
+        .reshape([a, b, c, d])
+}
+
+/// `x * cos + rotated * sin` with `rope`'s tables: `Rope::apply` with another `rotate_half`.
+fn rotate_with<Bk: Backend>(
+    rope: &Rope<Bk>,
+    x: Tensor<Bk, 4>,
+    rotated: Tensor<Bk, 4>,
+) -> Tensor<Bk, 4> {
+    x * rope.cos.clone() + rotated * rope.sin.clone()
 }
 
 fn rotary_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
@@ -124,14 +108,16 @@ fn rotary_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let q = Tensor::<AB, 3>::random([B, T, H * D], Distribution::Default, &device);
     let k = Tensor::<AB, 3>::random([B, T, H * D], Distribution::Default, &device);
     let table = Tensor::<AB, 2>::random([T, D], Distribution::Default, &device);
-    let (cos_bhtd, sin_bhtd) = (
-        table.clone().reshape([1, 1, T, D]),
-        table.clone().sin().reshape([1, 1, T, D]),
-    );
-    let (cos_bthd, sin_bthd) = (
-        table.clone().reshape([1, T, 1, D]),
-        table.sin().reshape([1, T, 1, D]),
-    );
+    // The library's rotation (`Rope::apply`, slices on the last dim) with tables laid out for
+    // queries after the head transpose ([B, H, T, D]) and before it ([B, T, H, D]).
+    let rope_bhtd = Rope {
+        cos: table.clone().reshape([1, 1, T, D]),
+        sin: table.clone().sin().reshape([1, 1, T, D]),
+    };
+    let rope_bthd = Rope {
+        cos: table.clone().reshape([1, T, 1, D]),
+        sin: table.sin().reshape([1, T, 1, D]),
+    };
     // rotate_half(x) = x R: R[j + D/2, j] = -1 and R[j, j + D/2] = 1 for j < D/2.
     let mut r = vec![0f32; D * D];
     for j in 0..D / 2 {
@@ -147,12 +133,17 @@ fn rotary_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
                     let (qx, kx) = (q.clone().require_grad(), k.clone().require_grad());
                     let heads = |t: Tensor<AB, 3>| t.reshape([B, T, H, D]);
                     let rot = |t: Tensor<AB, 3>| match name {
-                        "after_transpose" => rotate(heads(t).swap_dims(1, 2), &cos_bhtd, &sin_bhtd),
-                        "before_transpose" => {
-                            rotate(heads(t), &cos_bthd, &sin_bthd).swap_dims(1, 2)
+                        "after_transpose" => rope_bhtd.apply(heads(t).swap_dims(1, 2)),
+                        "before_transpose" => rope_bthd.apply(heads(t)).swap_dims(1, 2),
+                        "flip" => {
+                            let x = heads(t);
+                            rotate_with(&rope_bthd, x.clone(), rotate_half_flip(x)).swap_dims(1, 2)
                         }
-                        "flip" => rotate_flip(heads(t), &cos_bthd, &sin_bthd).swap_dims(1, 2),
-                        _ => rotate_matmul(heads(t), &cos_bthd, &sin_bthd, &r).swap_dims(1, 2),
+                        _ => {
+                            let x = heads(t);
+                            rotate_with(&rope_bthd, x.clone(), rotate_half_matmul(x, &r))
+                                .swap_dims(1, 2)
+                        }
                     };
                     let (qh, kh) = (rot(qx.clone()), rot(kx.clone()));
                     let scores = qh.matmul(kh.swap_dims(2, 3)); // [B, H, T, T]
