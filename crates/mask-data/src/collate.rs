@@ -40,6 +40,42 @@ impl TextBatch {
         h.0
     }
 
+    /// The rows `rows` (in that order) as a batch of their own, with the same padded length,
+    /// step and epoch: how a data-parallel peer takes its share of a global batch. Panics if a
+    /// row is out of range (callers pass rows of this batch).
+    pub fn select_rows(&self, rows: &[usize]) -> TextBatch {
+        let t = self.seq_len;
+        let pick = |v: &[u32]| -> Vec<u32> {
+            rows.iter()
+                .flat_map(|&r| v[r * t..(r + 1) * t].iter().copied())
+                .collect()
+        };
+        let labels: Vec<i32> = rows
+            .iter()
+            .flat_map(|&r| self.labels[r * t..(r + 1) * t].iter().copied())
+            .collect();
+        TextBatch {
+            step: self.step,
+            epoch: self.epoch,
+            batch: rows.len(),
+            seq_len: t,
+            input_ids: pick(&self.input_ids),
+            num_masked: labels.iter().filter(|&&l| l != IGNORE_INDEX).count(),
+            labels,
+            lengths: rows.iter().map(|&r| self.lengths[r]).collect(),
+            example_indices: rows.iter().map(|&r| self.example_indices[r]).collect(),
+        }
+    }
+
+    /// Masked positions in each row, in row order.
+    pub fn masked_per_row(&self) -> Vec<usize> {
+        self.labels
+            .chunks(self.seq_len.max(1))
+            .take(self.batch)
+            .map(|row| row.iter().filter(|&&l| l != IGNORE_INDEX).count())
+            .collect()
+    }
+
     /// The original (uncorrupted) ids of row `r`'s real tokens: the labels restore the masked
     /// positions.
     pub fn original_row(&self, r: usize) -> Vec<u32> {
@@ -136,4 +172,46 @@ pub fn pad(docs: &[&Encoded], pad_id: u32) -> (Vec<u32>, Vec<usize>, usize) {
         ids[r * seq_len..r * seq_len + d.ids.len()].copy_from_slice(&d.ids);
     }
     (ids, docs.iter().map(|d| d.ids.len()).collect(), seq_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three rows of T = 3 (row 1 has no masked position): rows 2 and 0, in that order, keep
+    /// their ids, labels, lengths and data-set indices; the count of masked positions follows.
+    #[test]
+    fn selected_rows_keep_their_contents_in_the_given_order() {
+        let n = IGNORE_INDEX;
+        let batch = TextBatch {
+            step: 7,
+            epoch: 2,
+            batch: 3,
+            seq_len: 3,
+            input_ids: vec![1, 4, 2, 1, 5, 0, 1, 4, 4],
+            labels: vec![n, 9, n, n, n, n, 8, n, 7],
+            lengths: vec![3, 2, 3],
+            example_indices: vec![10, 11, 12],
+            num_masked: 3,
+        };
+        assert_eq!(batch.masked_per_row(), vec![1, 0, 2]);
+        let s = batch.select_rows(&[2, 0]);
+        assert_eq!(
+            s,
+            TextBatch {
+                step: 7,
+                epoch: 2,
+                batch: 2,
+                seq_len: 3,
+                input_ids: vec![1, 4, 4, 1, 4, 2],
+                labels: vec![8, n, 7, n, 9, n],
+                lengths: vec![3, 3],
+                example_indices: vec![12, 10],
+                num_masked: 3,
+            }
+        );
+        assert_eq!(s.masked_per_row(), vec![2, 1]);
+        let empty = batch.select_rows(&[1]);
+        assert_eq!((empty.num_masked, empty.original_row(0)), (0, vec![1, 5]));
+    }
 }
