@@ -78,6 +78,48 @@ pub enum TrainError {
         /// The step whose batch never came.
         step: u64,
     },
+    /// A collective operation of data-parallel training failed or got no answer in time on
+    /// one peer (another peer died, hangs, or stopped).
+    #[error(
+        "data-parallel {op} failed on peer {rank} at step {step}: {reason} (checkpoints written \
+         before it are intact)"
+    )]
+    Collective {
+        /// `register`, `all-reduce` or `finish`.
+        op: &'static str,
+        /// The peer that saw it.
+        rank: usize,
+        /// The step.
+        step: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A data-parallel peer failed (an error or a panic); the other peers stopped.
+    #[error(
+        "data-parallel peer {rank} failed at step {step}: {reason}; the other peers stopped \
+         (checkpoints written before it are intact)"
+    )]
+    PeerLost {
+        /// The peer.
+        rank: usize,
+        /// The step it was on.
+        step: u64,
+        /// Its error or panic message.
+        reason: String,
+    },
+    /// Data-parallel replicas that must be identical are not (a backend or task that is not
+    /// deterministic across threads); found by `ParallelOptions::verify_replicas`.
+    #[error(
+        "data-parallel peer {rank} diverged from peer 0 after step {step}: its {what} differs"
+    )]
+    ReplicaDiverged {
+        /// The peer.
+        rank: usize,
+        /// Steps done.
+        step: u64,
+        /// `model` or the name of a task state section.
+        what: String,
+    },
     /// Reading or writing a file failed.
     #[error("i/o error on `{path}`: {source}")]
     Io {

@@ -34,7 +34,7 @@ pub use error::{Result, TrainError};
 pub use events::{EvalRecord, LearnerEvent, StepRecord, StepTiming};
 pub use learner::{
     backend_rng_lock, dropout_seed, load_model, CheckpointPolicy, EarlyStopping, Learner,
-    LearnerState, ResumeOptions, SessionTiming,
+    LearnerState, NodeOptions, ParallelOptions, PeerReport, ResumeOptions, SessionTiming,
 };
 pub use metrics::{ClassificationReport, ConfusionMatrix, MlmMetrics, RankMetrics};
 pub use run::{JsonlLog, RunDir};

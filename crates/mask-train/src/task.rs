@@ -9,8 +9,9 @@
 //!   task, of the losses observed before `step`. The learner calls it on clones of the task in
 //!   worker threads when the task is not adaptive, and in step order on the task itself when
 //!   it is.
-//! - Every random draw of the forward pass comes from the backend's RNG, which the learner
-//!   reseeds before each step.
+//! - Every random draw of the forward pass (dropout) comes from the counter-based stream of
+//!   [`mask_model::mask_attn::dropout_scope`], which the learner keys per step (and per peer
+//!   in data-parallel training).
 //! - [`TrainTask::settings`] captures everything else that decides the numbers; a checkpoint
 //!   whose settings differ is refused, naming the first differing field.
 
@@ -207,6 +208,28 @@ pub trait TrainTask<B: AutodiffBackend>: Clone + Send + 'static {
     fn observe(&mut self, batch: &Self::Batch, per_item: &[f32]) -> Result<()> {
         let _ = (batch, per_item);
         Ok(())
+    }
+
+    /// The rows `rank`, `rank + world`, `rank + 2 * world`, ... of `batch` (as
+    /// [`shard_rows`](crate::learner::shard_rows) lists them) as a batch of their own: peer
+    /// `rank`'s share of a global batch in data-parallel training. `None` (the default) when
+    /// the task cannot be split by rows; the learner then refuses more than one peer.
+    ///
+    /// The data-parallel learner weighs each peer's loss by its share of
+    /// [`BatchInfo::items`], so the sum over peers equals the global batch's loss when the loss
+    /// is a mean over items (every built-in task's is).
+    fn shard(&self, batch: &Self::Batch, rank: usize, world: usize) -> Option<Self::Batch> {
+        let _ = (batch, rank, world);
+        None
+    }
+
+    /// How many per-item losses each row of `batch` contributes, in row order (the order of
+    /// [`observe`](Self::observe)'s losses, row by row). A data-parallel learner uses it to put
+    /// the peers' losses back in global order; only adaptive tasks on more than one peer need
+    /// it.
+    fn items_per_row(&self, batch: &Self::Batch) -> Option<Vec<usize>> {
+        let _ = batch;
+        None
     }
 
     /// Held-out metrics of `model` (inference mode, no autodiff).

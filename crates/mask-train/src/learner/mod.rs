@@ -1,7 +1,8 @@
 //! The one training engine: [`Learner`] runs any [`TrainTask`] with AdamW, one learning-rate
 //! schedule vocabulary, global-norm clipping, a non-finite guard, per-step dropout reseeding,
 //! prefetching workers, periodic evaluation with early stopping, atomic checkpoints with exact
-//! resume, and events.
+//! resume, events, and data-parallel training on several devices or nodes
+//! ([`Learner::data_parallel`]).
 //!
 //! Why our own loop and not burn-train's `Learner`: each step's batch must come from a
 //! `(seed, step)`-addressed task so that a resumed run sees the same masks; dropout must be
@@ -13,6 +14,7 @@
 //! `learner.settings`, `learner.config`, `learner.bindings`, `learner.state`, `model`,
 //! `optimizer`, and the task's own (e.g. `masking.state`).
 
+mod parallel;
 mod prefetch;
 mod strategy;
 
@@ -29,6 +31,7 @@ use mask_model::checkpoint::{first_difference, load_record_bytes, record_bytes, 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use parallel::{peer_dropout_seed, shard_rows, NodeOptions, ParallelOptions, PeerReport};
 pub use strategy::{CheckpointPolicy, EarlyStopping};
 
 use crate::config::TrainConfig;
@@ -37,6 +40,7 @@ use crate::events::{EvalRecord, LearnerEvent, StepRecord, StepTiming};
 use crate::run::{JsonlLog, RunDir};
 use crate::schedule::{clip_factor, global_grad_norm, scale_gradients};
 use crate::task::{Metrics, TrainTask};
+use parallel::{PeerSetup, PeerStep, Session};
 use prefetch::Prefetcher;
 
 const KIND: &str = "learner.kind";
@@ -188,6 +192,14 @@ pub struct Learner<B: AutodiffBackend, T: TrainTask<B>> {
     state: LearnerState<T::Metrics>,
     device: B::Device,
     run: Option<Attached>,
+    parallel: Option<DataParallel<B>>,
+}
+
+/// The other peers of a data-parallel learner and what they reported last.
+struct DataParallel<B: AutodiffBackend> {
+    devices: Vec<B::Device>,
+    options: ParallelOptions,
+    reports: Vec<PeerReport>,
 }
 
 fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
@@ -299,6 +311,7 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
             state: LearnerState::default(),
             device: device.clone(),
             run: None,
+            parallel: None,
         })
     }
 
@@ -370,6 +383,7 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
             state,
             device: device.clone(),
             run: None,
+            parallel: None,
         })
     }
 
@@ -387,6 +401,83 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
         dir.write_config(&self.resolved_config())?;
         self.run = Some(Attached { dir, log, policy });
         Ok(self)
+    }
+
+    /// Trains data-parallel from now on: this learner is peer 0 on its own device, and `peers`
+    /// are the devices of peers 1, 2, ... (CPU backends have one device: pass it again to run
+    /// several peers on it). Every step's global batch is split by rows across the peers, their
+    /// gradients, loss and adaptive feedback are all-reduced with burn-collective, and every
+    /// peer applies the same update (see the `parallel` module docs in `learner/parallel.rs`).
+    /// The task must support [`TrainTask::shard`]; `batch_size` must be at least the number of
+    /// peers. Checkpoints keep the single-device format: a run may resume on any number of
+    /// peers. An empty `peers` goes back to one device.
+    ///
+    /// With [`ParallelOptions::nodes`], several processes (nodes) train together, each with
+    /// `peers.len() + 1` peers; only node 0 writes logs and checkpoints (attach a run directory
+    /// there; resume every node from node 0's checkpoint).
+    pub fn data_parallel(
+        mut self,
+        peers: Vec<B::Device>,
+        options: ParallelOptions,
+    ) -> Result<Self> {
+        let nodes = match &options.nodes {
+            None => 1,
+            Some(n) => {
+                if n.nodes == 0 {
+                    return Err(invalid("nodes", 0, "at least 1"));
+                }
+                if n.node_rank >= n.nodes {
+                    return Err(invalid(
+                        "node_rank",
+                        n.node_rank,
+                        format!("below nodes ({})", n.nodes),
+                    ));
+                }
+                if n.data_port == 0 {
+                    return Err(invalid("data_port", 0, "a port number (1-65535)"));
+                }
+                n.nodes as usize
+            }
+        };
+        let world = (peers.len() + 1) * nodes;
+        if self.config.batch_size < world {
+            return Err(invalid(
+                "peers",
+                world,
+                format!("at most batch_size ({}) peers", self.config.batch_size),
+            ));
+        }
+        if options.timeout.is_zero() {
+            return Err(invalid("timeout", "0 s", "a positive duration"));
+        }
+        self.parallel = (world > 1).then(|| DataParallel {
+            devices: peers,
+            options,
+            reports: vec![],
+        });
+        Ok(self)
+    }
+
+    /// Peers training together (on every node): 1 unless
+    /// [`data_parallel`](Self::data_parallel).
+    pub fn world_size(&self) -> usize {
+        self.parallel.as_ref().map_or(1, |p| {
+            (p.devices.len() + 1) * p.options.nodes.as_ref().map_or(1, |n| n.nodes as usize)
+        })
+    }
+
+    /// Whether this learner writes logs and checkpoints: all but the learners of nodes 1, 2, ...
+    /// of a multi-node run.
+    pub fn is_primary(&self) -> bool {
+        self.parallel
+            .as_ref()
+            .and_then(|p| p.options.nodes.as_ref())
+            .is_none_or(|n| n.node_rank == 0)
+    }
+
+    /// What peers 1, 2, ... reported at the end of the last data-parallel session.
+    pub fn peer_reports(&self) -> &[PeerReport] {
+        self.parallel.as_ref().map_or(&[], |p| &p.reports)
     }
 
     /// Task kind, training config, task settings and data bindings, as `config.json` holds them.
@@ -440,7 +531,8 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
         self.run.as_ref().map(|r| &r.dir)
     }
 
-    /// One optimizer step on `batch`: the only place any model of this workspace is updated.
+    /// One optimizer step on `batch` on this learner's device: with the data-parallel step
+    /// (`parallel.rs`), the only places any model of this workspace is updated.
     /// A non-finite loss or gradient norm is an error before anything is updated.
     pub fn step(&mut self, batch: &T::Batch) -> Result<StepRecord> {
         let step = self.state.step;
@@ -541,6 +633,48 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
             step: self.state.step,
             steps: self.config.steps,
         });
+        let runs = !self.state.stopped_early && self.state.step < until;
+        let session = match (&self.parallel, runs) {
+            (Some(p), true) => Some(self.start_session(p.devices.clone(), &p.options, until)?),
+            _ => None,
+        };
+        let result = self.run_steps(until, &mut timing, session.as_ref(), on_event);
+        if let Some(session) = session {
+            let step = self.state.step;
+            let reports = session.close::<B>(result, step, || {
+                Ok((
+                    parallel::param_bytes::<B, T::Model>(&self.model),
+                    self.task.state_sections(),
+                ))
+            })?;
+            if let Some(p) = self.parallel.as_mut() {
+                p.reports = reports;
+            }
+        } else {
+            result?;
+        }
+        if self.state.stopped_early {
+            let best = self.state.early.best.unwrap_or(f64::INFINITY);
+            on_event(&LearnerEvent::EarlyStop {
+                step: self.state.step,
+                best,
+            });
+        }
+        on_event(&LearnerEvent::Finished {
+            step: self.state.step,
+        });
+        Ok(timing)
+    }
+
+    /// The steps of [`fit_until`](Self::fit_until): batches, steps (on one device or as peer 0
+    /// of `session`), logs, evaluations and checkpoints.
+    fn run_steps(
+        &mut self,
+        until: u64,
+        timing: &mut SessionTiming,
+        session: Option<&Session>,
+        on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>),
+    ) -> Result<()> {
         let (seed, batch_size) = (self.config.seed, self.config.batch_size);
         // An adaptive task's batch at step s depends on the losses of steps < s: it is made
         // here, in step order, after the previous step's feedback. Other tasks' batches are
@@ -574,7 +708,10 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
             let batch = batch?;
             let wait_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let record = self.step(&batch)?;
+            let record = match session {
+                None => self.step(&batch)?,
+                Some(session) => self.step_parallel(session, &batch)?,
+            };
             drop(batch);
             let step_timing = StepTiming {
                 wait_s,
@@ -609,18 +746,65 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
                 timing.checkpoint_s += t.elapsed().as_secs_f64();
             }
         }
-        drop(prefetch);
-        if self.state.stopped_early {
-            let best = self.state.early.best.unwrap_or(f64::INFINITY);
-            on_event(&LearnerEvent::EarlyStop {
-                step: self.state.step,
-                best,
-            });
+        Ok(())
+    }
+
+    /// Forks the model, optimizer and task for each peer device and starts the session.
+    fn start_session(
+        &self,
+        devices: Vec<B::Device>,
+        options: &ParallelOptions,
+        until: u64,
+    ) -> Result<Session> {
+        let optim_bytes = Recorder::<B>::record(
+            &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+            self.optim.to_record(),
+            (),
+        )
+        .map_err(|e| invalid("optimizer", format!("{e}"), "a recordable optimizer state"))?;
+        let setups = devices
+            .into_iter()
+            .map(|device| {
+                let record = Recorder::<B>::load(
+                    &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+                    optim_bytes.clone(),
+                    &device,
+                )
+                .map_err(|e| invalid("optimizer", format!("{e}"), "a loadable optimizer state"))?;
+                Ok(PeerSetup {
+                    task: self.task.clone(),
+                    model: self.model.clone().fork(&device),
+                    optim: adamw::<B, T::Model>(&self.config).load_record(record),
+                    device,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Session::start(
+            setups,
+            &self.device,
+            &self.config,
+            options,
+            (self.state.step, until),
+        )
+    }
+
+    /// One data-parallel step as peer 0: the peers are told to run it, then this learner's
+    /// share runs like theirs.
+    fn step_parallel(&mut self, session: &Session, batch: &T::Batch) -> Result<StepRecord> {
+        let step = self.state.step;
+        session.go(step)?;
+        let record = PeerStep {
+            comm: &session.comm,
+            task: &mut self.task,
+            model: &mut self.model,
+            optim: &mut self.optim,
+            config: &self.config,
+            device: &self.device,
         }
-        on_event(&LearnerEvent::Finished {
-            step: self.state.step,
-        });
-        Ok(timing)
+        .run(step, batch)?;
+        self.state.step += 1;
+        self.state.history.push(record.clone());
+        Ok(record)
     }
 
     fn eval_now(&mut self, on_event: &mut dyn FnMut(&LearnerEvent<'_, T::Metrics>)) -> Result<()> {
@@ -650,6 +834,7 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
         let Some(path) = self
             .run
             .as_ref()
+            .filter(|_| self.is_primary())
             .map(|r| r.dir.checkpoint_path(self.state.step))
         else {
             return Ok(());
@@ -668,6 +853,9 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
     }
 
     fn log(&mut self, value: Value) -> Result<()> {
+        if !self.is_primary() {
+            return Ok(());
+        }
         match self.run.as_mut() {
             Some(r) => r.log.write(&value),
             None => Ok(()),

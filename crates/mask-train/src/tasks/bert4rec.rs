@@ -300,6 +300,26 @@ impl<B: AutodiffBackend> TrainTask<B> for Bert4RecTask {
         }
     }
 
+    fn shard(&self, b: &ItemBatch, rank: usize, world: usize) -> Option<ItemBatch> {
+        let m = &b.masked;
+        let rows = crate::learner::shard_rows(m.batch, rank, world);
+        let labels = super::pick_rows(&m.labels, m.seq_len, &rows);
+        Some(ItemBatch {
+            epoch: b.epoch,
+            masked: MaskedBatch {
+                batch: rows.len(),
+                seq_len: m.seq_len,
+                input_ids: super::pick_rows(&m.input_ids, m.seq_len, &rows),
+                num_masked: labels
+                    .iter()
+                    .filter(|&&l| l != mask_core::IGNORE_INDEX)
+                    .count(),
+                labels,
+            },
+            lengths: rows.iter().map(|&r| b.lengths[r]).collect(),
+        })
+    }
+
     fn forward(
         &self,
         model: &Bert4Rec<B>,

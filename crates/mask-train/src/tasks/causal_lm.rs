@@ -230,6 +230,16 @@ impl<B: AutodiffBackend> TrainTask<B> for CausalLmTask {
         }
     }
 
+    fn shard(&self, b: &LmBatch, rank: usize, world: usize) -> Option<LmBatch> {
+        let rows = crate::learner::shard_rows(b.lengths.len(), rank, world);
+        Some(LmBatch {
+            epoch: b.epoch,
+            ids: super::pick_rows(&b.ids, b.seq_len, &rows),
+            lengths: rows.iter().map(|&r| b.lengths[r]).collect(),
+            seq_len: b.seq_len,
+        })
+    }
+
     fn forward(
         &self,
         model: &CausalLmModel<B>,

@@ -244,6 +244,17 @@ impl<B: AutodiffBackend> TrainTask<B> for SequenceClassificationTask<B> {
         }
     }
 
+    fn shard(&self, b: &DocBatch, rank: usize, world: usize) -> Option<DocBatch> {
+        let rows = crate::learner::shard_rows(b.labels.len(), rank, world);
+        Some(DocBatch {
+            epoch: b.epoch,
+            ids: super::pick_rows(&b.ids, b.seq_len, &rows),
+            lengths: rows.iter().map(|&r| b.lengths[r]).collect(),
+            seq_len: b.seq_len,
+            labels: rows.iter().map(|&r| b.labels[r]).collect(),
+        })
+    }
+
     fn forward(
         &self,
         model: &ClassifierModel<B>,

@@ -354,6 +354,16 @@ impl<B: AutodiffBackend> TrainTask<B> for MaeTask {
         }
     }
 
+    fn shard(&self, b: &ImageBatch, rank: usize, world: usize) -> Option<ImageBatch> {
+        let rows = crate::learner::shard_rows(b.masks.len(), rank, world);
+        let pixels_per_image = b.pixels.len() / b.masks.len().max(1);
+        Some(ImageBatch {
+            epoch: b.epoch,
+            pixels: super::pick_rows(&b.pixels, pixels_per_image, &rows),
+            masks: rows.iter().map(|&r| b.masks[r].clone()).collect(),
+        })
+    }
+
     fn forward(
         &self,
         model: &VitMae<B>,

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::error::{invalid, Result, TrainError};
 use crate::heldout::{Corruption, ScoredToken};
+use crate::learner::shard_rows;
 use crate::metrics::MlmMetrics;
 use crate::task::{BatchInfo, Metrics, TaskOutput, TrainTask};
 use crate::tasks::{docs_digest, text_bindings};
@@ -340,6 +341,14 @@ impl<B: AutodiffBackend> TrainTask<B> for MlmTask {
             loss: per_token.clone().mean(),
             per_item: Some(per_token),
         }))
+    }
+
+    fn shard(&self, batch: &TextBatch, rank: usize, world: usize) -> Option<TextBatch> {
+        Some(batch.select_rows(&shard_rows(batch.batch, rank, world)))
+    }
+
+    fn items_per_row(&self, batch: &TextBatch) -> Option<Vec<usize>> {
+        Some(batch.masked_per_row())
     }
 
     fn is_adaptive(&self) -> bool {

@@ -27,6 +27,13 @@ pub fn docs_digest<'a>(docs: impl IntoIterator<Item = &'a Encoded>) -> String {
     format!("{:016x}", h.0)
 }
 
+/// Rows `rows` (in that order) of a padded `[B * T]` buffer: a data-parallel peer's share.
+pub(crate) fn pick_rows<X: Copy>(values: &[X], t: usize, rows: &[usize]) -> Vec<X> {
+    rows.iter()
+        .flat_map(|&r| values[r * t..(r + 1) * t].iter().copied())
+        .collect()
+}
+
 /// The tokenizer and data bindings of a text task.
 pub(crate) fn text_bindings(tokenizer: &str, data: String) -> Vec<(String, String)> {
     vec![

@@ -4,4 +4,5 @@
 mod adaptive;
 mod common;
 mod learner;
+mod parallel;
 mod resume;
