@@ -108,14 +108,55 @@ fn probe_wgpu(device: &WgpuDevice, index: Option<usize>) -> Result<(), BackendEr
     })
 }
 
+/// Generic code to run on the chosen backend with data-parallel peers.
+pub trait WithPeers {
+    /// What it returns.
+    type Output;
+    /// Runs on backend `B`: peer 0 on `device`, peers 1, 2, ... on `peers`.
+    fn run<B: AutodiffBackend>(
+        self,
+        backend: BackendKind,
+        device: B::Device,
+        peers: Vec<B::Device>,
+    ) -> Self::Output;
+}
+
 /// Runs `job` on `backend` (device `index`, default 0 / the default GPU).
 pub fn dispatch<W: WithBackend>(
     backend: BackendKind,
     index: Option<usize>,
     job: W,
 ) -> Result<W::Output, BackendError> {
-    let cpu = |b| match index {
-        None | Some(0) => Ok(()),
+    struct One<W>(W);
+    impl<W: WithBackend> WithPeers for One<W> {
+        type Output = W::Output;
+        fn run<B: AutodiffBackend>(
+            self,
+            backend: BackendKind,
+            device: B::Device,
+            _: Vec<B::Device>,
+        ) -> W::Output {
+            self.0.run::<B>(backend, device)
+        }
+    }
+    dispatch_peers(backend, index, &[], One(job))
+}
+
+/// Runs `job` on `backend` with peer 0 on device `index` (default 0 / the default GPU) and one
+/// more data-parallel peer per entry of `peers` (device indices; the CPU backends have one
+/// device, 0, which several peers share).
+pub fn dispatch_peers<W: WithPeers>(
+    backend: BackendKind,
+    index: Option<usize>,
+    peers: &[usize],
+    job: W,
+) -> Result<W::Output, BackendError> {
+    let cpu = |b| match index
+        .into_iter()
+        .chain(peers.iter().copied())
+        .find(|&i| i != 0)
+    {
+        None => Ok(peers.len()),
         Some(i) => Err(BackendError::NoSuchCpuDevice {
             backend: b,
             index: i,
@@ -123,17 +164,23 @@ pub fn dispatch<W: WithBackend>(
     };
     Ok(match backend {
         BackendKind::Flex => {
-            cpu(backend)?;
-            job.run::<FlexBackend>(backend, Default::default())
+            let n = cpu(backend)?;
+            job.run::<FlexBackend>(backend, Default::default(), vec![Default::default(); n])
         }
         BackendKind::Ndarray => {
-            cpu(backend)?;
-            job.run::<NdArrayBackend>(backend, Default::default())
+            let n = cpu(backend)?;
+            job.run::<NdArrayBackend>(backend, Default::default(), vec![Default::default(); n])
         }
         BackendKind::Wgpu => {
             let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
             probe_wgpu(&device, index)?;
-            job.run::<WgpuBackend>(backend, device)
+            let mut others = Vec::with_capacity(peers.len());
+            for &i in peers {
+                let d = WgpuDevice::DiscreteGpu(i);
+                probe_wgpu(&d, Some(i))?;
+                others.push(d);
+            }
+            job.run::<WgpuBackend>(backend, device, others)
         }
     })
 }

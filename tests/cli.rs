@@ -304,6 +304,29 @@ fn pretrain_resume_eval_finetune_through_checkpoints() {
             x["step"]
         );
     }
+    // Data-parallel on two peers sharing the CPU: the batches of one device, every step
+    // logged once by peer 0, and it learns (dropout is keyed per peer, so the losses are close
+    // to one device's but not equal). A second CPU device is refused by its index.
+    let c = dir.join("c");
+    let (ok, _, err) = pretrain(&c, &["--devices", "0,0"]);
+    assert!(ok, "{err}");
+    let rc = step_records(&run_dir(&c, "dynamic"));
+    assert_eq!(rc.len(), 64);
+    for (x, y) in ra.iter().zip(&rc) {
+        assert_eq!(x["digest"], y["digest"], "step {}", x["step"]);
+    }
+    let mean = |r: &[serde_json::Value]| {
+        r.iter().map(|v| v["loss"].as_f64().unwrap()).sum::<f64>() / r.len() as f64
+    };
+    assert!(
+        mean(&rc[56..]) < mean(&rc[..8]) - 0.5,
+        "{} {}",
+        mean(&rc[..8]),
+        mean(&rc[56..])
+    );
+    let (ok, _, err) = pretrain(&dir.join("d"), &["--devices", "0,1"]);
+    assert!(!ok && err.contains("`--device 1` is invalid"), "{err}");
+
     let last = ckpts.join("ckpt-0000000064.dynmask");
     let resumed_last = run_dir(&b, "dynamic").join("checkpoints/ckpt-0000000064.dynmask");
 
@@ -615,4 +638,133 @@ fn export_writes_an_hf_bert_folder_and_refuses_rotary_models() {
         err.contains("`position` = rotary") && err.contains("learned"),
         "{err}"
     );
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `child` at most `limit`; kills it past that. Returns whether it succeeded.
+fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Two processes on 127.0.0.1 meeting through `dynmask orchestrator` train like two peers of
+/// one process: node 0 logs the same batches and (one all-reduce of the same two shards) the
+/// same losses within 1e-5; node 1 writes nothing but its config. Every wait is bounded.
+#[test]
+fn two_nodes_on_loopback_train_like_two_local_peers() {
+    use std::time::Duration;
+    let dir = temp_dir("nodes");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "pretrain".to_string(),
+            text_config(),
+            "--quick".into(),
+            "--quiet".into(),
+            "--arm".into(),
+            "dynamic".into(),
+            "--steps".into(),
+            "12".into(),
+            "--out-dir".into(),
+            s(out).into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_dynmask"))
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut local = run(&dir.join("local"), &["--devices", "0,0"]);
+    assert!(wait_bounded(&mut local, Duration::from_secs(300)));
+
+    let port = free_port();
+    let mut orchestrator = Command::new(env!("CARGO_BIN_EXE_dynmask"))
+        .args(["orchestrator", "--port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no orchestrator");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let address = format!("ws://127.0.0.1:{port}");
+    let nodes: Vec<_> = (0..2)
+        .map(|r| {
+            let data_port = free_port().to_string();
+            let rank = r.to_string();
+            run(
+                &dir.join(format!("node-{r}")),
+                &[
+                    "--nodes",
+                    "2",
+                    "--node-rank",
+                    &rank,
+                    "--orchestrator",
+                    &address,
+                    "--data-port",
+                    &data_port,
+                ],
+            )
+        })
+        .collect();
+    let mut ok = vec![];
+    let mut errors = vec![];
+    for mut node in nodes {
+        ok.push(wait_bounded(&mut node, Duration::from_secs(300)));
+        let mut err = String::new();
+        use std::io::Read;
+        node.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        errors.push(err);
+    }
+    let _ = orchestrator.kill();
+    let _ = orchestrator.wait();
+    assert!(ok.iter().all(|&o| o), "{errors:?}");
+    let (a, b) = (
+        step_records(&run_dir(&dir.join("local"), "dynamic")),
+        step_records(&run_dir(&dir.join("node-0"), "dynamic")),
+    );
+    assert_eq!(a.len(), 12);
+    assert_eq!(b.len(), 12);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["digest"], y["digest"]);
+        let (p, q) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!(
+            (p - q).abs() <= 1e-5 * p.abs(),
+            "step {}: {p} vs {q}",
+            x["step"]
+        );
+    }
+    let node1 = run_dir(&dir.join("node-1"), "dynamic");
+    assert!(
+        !node1.join("checkpoints").exists()
+            || std::fs::read_dir(node1.join("checkpoints"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    assert!(!node1.join("log.jsonl").exists() || step_records(&node1).is_empty());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
-use dynmask::backend::{dispatch, BackendKind, WithBackend};
+use dynmask::backend::{dispatch_peers, BackendKind, WithPeers};
 use dynmask::cli::{compare, init_tracing, Renderer, RunArgs};
 use dynmask::studies::arm::{RunSpec, Start};
 use dynmask::studies::{self, load_study, Existing, Study, StudyError, StudyEvent};
 use mask_train::tasks::bert4rec::evaluate_ranking;
 use mask_train::tasks::mae::reconstruct;
 use mask_train::tasks::mlm::evaluate_mlm;
-use mask_train::{load_model, CheckpointPolicy};
+use mask_train::{load_model, CheckpointPolicy, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +95,37 @@ enum Command {
         /// Delete the run's state and start over.
         #[arg(long)]
         fresh: bool,
+        /// Train data-parallel, one peer per listed device index (wgpu: `0,1` = the first two
+        /// GPUs; the CPU backends have one device, so `0,0` runs two peers on it). The first
+        /// is peer 0's device (instead of --device). Checkpoints are the single-device ones.
+        #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+        devices: Vec<usize>,
+        /// Train across this many processes (nodes), each running this command with its own
+        /// --node-rank and the same --devices count, through `dynmask orchestrator`. Node 0
+        /// alone writes logs and checkpoints; resume the others with --resume PATH (node 0's
+        /// checkpoint).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// This node's index, 0..nodes.
+        #[arg(long, default_value_t = 0)]
+        node_rank: u32,
+        /// The orchestrator's address (e.g. `ws://10.0.0.1:3000`); needed with --nodes > 1.
+        #[arg(long)]
+        orchestrator: Option<String>,
+        /// This node's data-service port; the other nodes reach it at --node-address.
+        #[arg(long, default_value_t = 3001)]
+        data_port: u16,
+        /// This node's address as the other nodes reach it. Default `ws://127.0.0.1:PORT`
+        /// (one machine).
+        #[arg(long)]
+        node_address: Option<String>,
+    },
+    /// Run burn-collective's global orchestrator, which the nodes of a multi-node
+    /// `pretrain --nodes N` run meet through, until interrupted.
+    Orchestrator {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
     },
     /// Evaluate a checkpoint on the study's held-out data.
     Eval {
@@ -158,10 +189,15 @@ struct Job {
     study: Study,
 }
 
-impl WithBackend for Job {
+impl WithPeers for Job {
     type Output = Result<(), Error>;
-    fn run<B: AutodiffBackend>(self, backend: BackendKind, device: B::Device) -> Self::Output {
-        run::<B>(self.command, self.study, backend, &device)
+    fn run<B: AutodiffBackend>(
+        self,
+        backend: BackendKind,
+        device: B::Device,
+        peers: Vec<B::Device>,
+    ) -> Self::Output {
+        run::<B>(self.command, self.study, backend, (&device, &peers))
     }
 }
 
@@ -169,14 +205,14 @@ fn run<B: AutodiffBackend>(
     command: Command,
     study: Study,
     backend: BackendKind,
-    device: &B::Device,
+    (device, peers): (&B::Device, &[B::Device]),
 ) -> Result<(), Error> {
     let quiet = match &command {
         Command::Pretrain { common, .. }
         | Command::Eval { common, .. }
         | Command::Finetune { common, .. }
         | Command::Export { common, .. } => common.quiet,
-        Command::Compare { .. } | Command::Report { .. } => false,
+        Command::Compare { .. } | Command::Report { .. } | Command::Orchestrator { .. } => false,
     };
     let mut renderer = Renderer::new(quiet);
     let sink = &mut |e: StudyEvent<'_>| renderer.event(e);
@@ -193,6 +229,12 @@ fn run<B: AutodiffBackend>(
             resume,
             extend,
             fresh,
+            nodes,
+            node_rank,
+            orchestrator,
+            data_port,
+            node_address,
+            ..
         } => {
             let policy = CheckpointPolicy::new(checkpoint_every, keep_last)?;
             let existing = match (&resume, fresh) {
@@ -216,12 +258,30 @@ fn run<B: AutodiffBackend>(
                     None => Start::Existing(existing),
                 },
                 policy,
+                nodes: match (nodes, orchestrator) {
+                    (1, _) => None,
+                    (_, None) => return Err("`--nodes` > 1 needs `--orchestrator ADDRESS`".into()),
+                    (nodes, Some(orchestrator)) => Some(NodeOptions {
+                        nodes,
+                        node_rank,
+                        orchestrator,
+                        node_address: node_address
+                            .unwrap_or_else(|| format!("ws://127.0.0.1:{data_port}")),
+                        data_port,
+                    }),
+                },
             };
             let dir = match &study {
                 Study::Text(s) => {
                     let data = studies::text::TextData::prepare(s, sink)?;
-                    let l =
-                        studies::text::pretrain::<B>(s, &data, s.arm(&arm)?, &spec, device, sink)?;
+                    let l = studies::text::pretrain::<B>(
+                        s,
+                        &data,
+                        s.arm(&arm)?,
+                        &spec,
+                        (device, peers),
+                        sink,
+                    )?;
                     if let Some(e) = l.state().evals.last() {
                         println!(
                             "step {}: held-out mlm_loss {:.4}, mlm_acc {:.2}%, perplexity {:.1}",
@@ -240,7 +300,7 @@ fn run<B: AutodiffBackend>(
                         &data,
                         s.arm(&arm)?,
                         &spec,
-                        device,
+                        (device, peers),
                         sink,
                     )?;
                     if let Some(e) = l.state().evals.last() {
@@ -258,7 +318,7 @@ fn run<B: AutodiffBackend>(
                         &data,
                         s.arm(&arm)?,
                         &spec,
-                        device,
+                        (device, peers),
                         sink,
                     )?;
                     if let Some(e) = l.state().evals.last() {
@@ -397,7 +457,7 @@ fn run<B: AutodiffBackend>(
             let written = export_hf(&model, &config, &data.tokenizer, &out)?;
             println!("wrote {} to {}", written.join(", "), out.display());
         }
-        Command::Compare { .. } | Command::Report { .. } => {
+        Command::Compare { .. } | Command::Report { .. } | Command::Orchestrator { .. } => {
             unreachable!("handled before the backend starts")
         }
     }
@@ -490,6 +550,12 @@ fn main() {
     let result = (|| -> Result<(), Error> {
         let common = match &cli.command {
             Command::Report { results, out } => return plot(results, out.clone()),
+            Command::Orchestrator { port } => {
+                eprintln!("orchestrator listening on port {port} (Ctrl-C to stop)");
+                tokio::runtime::Runtime::new()?
+                    .block_on(burn_collective::start_global_orchestrator(*port));
+                return Ok(());
+            }
             Command::Compare { config, args } => {
                 println!("{}", compare(load_study(config)?, args)?);
                 return Ok(());
@@ -501,9 +567,16 @@ fn main() {
         };
         init_tracing(common.quiet);
         let study = study(&common)?;
-        dispatch(
+        let (device, peers) = match &cli.command {
+            Command::Pretrain { devices, .. } if !devices.is_empty() => {
+                (Some(devices[0]), devices[1..].to_vec())
+            }
+            _ => (common.device, vec![]),
+        };
+        dispatch_peers(
             common.backend,
-            common.device,
+            device,
+            &peers,
             Job {
                 command: cli.command,
                 study,

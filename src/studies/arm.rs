@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
 use mask_train::run::CheckpointFile;
-use mask_train::{CheckpointPolicy, Learner, ResumeOptions, RunDir, TrainConfig, TrainTask};
+use mask_train::{
+    CheckpointPolicy, Learner, NodeOptions, ParallelOptions, ResumeOptions, RunDir, TrainConfig,
+    TrainTask,
+};
 use serde::de::DeserializeOwned;
 
 use super::{forward, Existing, Result, Sink, StudyError};
@@ -135,17 +138,20 @@ pub struct RunSpec {
     pub start: Start,
     /// Checkpoint cadence and retention.
     pub policy: CheckpointPolicy,
+    /// Train across nodes (processes) too: see `mask_train::NodeOptions`.
+    pub nodes: Option<NodeOptions>,
 }
 
 /// Starts, resumes or reloads (when finished) the run of `task` in `dir` as `spec` says, then
-/// fits it to `config.steps`, reporting to `sink` as `label`.
+/// fits it to `config.steps` on `device` (and data-parallel on `peers` as well, when any),
+/// reporting to `sink` as `label`.
 pub fn train_run<B: AutodiffBackend, T: TrainTask<B>>(
     dir: &Path,
     task: T,
     config: TrainConfig,
     spec: &RunSpec,
     label: &str,
-    device: &B::Device,
+    (device, peers): (&B::Device, &[B::Device]),
     sink: Sink<'_>,
 ) -> Result<Learner<B, T>> {
     let resume = |task, ckpt: &Path, extend| {
@@ -180,6 +186,13 @@ pub fn train_run<B: AutodiffBackend, T: TrainTask<B>>(
             }
         },
     };
+    if !peers.is_empty() || spec.nodes.is_some() {
+        let options = ParallelOptions {
+            nodes: spec.nodes.clone(),
+            ..ParallelOptions::default()
+        };
+        learner = learner.data_parallel(peers.to_vec(), options)?;
+    }
     learner.fit(&mut forward(label, sink))?;
     Ok(learner)
 }

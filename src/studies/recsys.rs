@@ -363,13 +363,14 @@ pub struct RecResults {
     pub runs: Vec<RecRunResult>,
 }
 
-/// Trains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`.
+/// Trains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`, on `device`
+/// (data-parallel with `peers` too, when any; see `Learner::data_parallel`).
 pub fn pretrain<B: AutodiffBackend>(
     study: &RecStudy,
     data: &RecData,
     arm: &ItemArm,
     spec: &RunSpec,
-    device: &B::Device,
+    (device, peers): (&B::Device, &[B::Device]),
     sink: Sink<'_>,
 ) -> Result<Learner<B, Bert4RecTask>> {
     let dir = run_dir(Path::new(&study.out_dir), &arm.name, spec.seed);
@@ -384,7 +385,7 @@ pub fn pretrain<B: AutodiffBackend>(
         config,
         spec,
         &label,
-        device,
+        (device, peers),
         sink,
     )
 }
@@ -427,8 +428,9 @@ pub fn run_study<B: AutodiffBackend>(
                 seed,
                 start: Start::Existing(existing),
                 policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
+                nodes: None,
             };
-            let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
+            let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
             let test = evaluate_ranking(
                 &learner.model().valid(),
                 &data.model,

@@ -1070,13 +1070,14 @@ pub struct TextResults {
     pub contrasts: Vec<Contrast>,
 }
 
-/// Pretrains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`.
+/// Pretrains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`, on `device`
+/// (data-parallel with `peers` too, when any; see `Learner::data_parallel`).
 pub fn pretrain<B: AutodiffBackend>(
     study: &TextStudy,
     data: &TextData,
     arm: &ArmConfig,
     spec: &RunSpec,
-    device: &B::Device,
+    (device, peers): (&B::Device, &[B::Device]),
     sink: Sink<'_>,
 ) -> Result<Learner<B, MlmTask>> {
     let dir = run_dir(Path::new(&study.out_dir), &arm.name, spec.seed);
@@ -1088,7 +1089,7 @@ pub fn pretrain<B: AutodiffBackend>(
         config,
         spec,
         &label,
-        device,
+        (device, peers),
         sink,
     )
 }
@@ -1182,9 +1183,10 @@ pub fn run_study<B: AutodiffBackend>(
             seed,
             start: Start::Existing(existing),
             policy,
+            nodes: None,
         };
         // Fitting a finished run again does no step.
-        let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
+        let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
         let heldout = heldout_protocol(study, &data, &learner.model().valid(), device)?;
         let result = match finished {
             Some(r) => TextRunResult { heldout, ..r },

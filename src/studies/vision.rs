@@ -475,13 +475,14 @@ pub fn probe<B: AutodiffBackend>(
         .ok_or_else(|| invalid("probe.epochs", study.probe.epochs, "at least one step"))
 }
 
-/// Trains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`.
+/// Trains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`, on `device`
+/// (data-parallel with `peers` too, when any; see `Learner::data_parallel`).
 pub fn pretrain<B: AutodiffBackend>(
     study: &VisionStudy,
     data: &VisionData,
     arm: &PatchArm,
     spec: &RunSpec,
-    device: &B::Device,
+    (device, peers): (&B::Device, &[B::Device]),
     sink: Sink<'_>,
 ) -> Result<Learner<B, MaeTask>> {
     let dir = run_dir(Path::new(&study.out_dir), &arm.name, spec.seed);
@@ -496,7 +497,7 @@ pub fn pretrain<B: AutodiffBackend>(
         config,
         spec,
         &label,
-        device,
+        (device, peers),
         sink,
     )
 }
@@ -553,8 +554,9 @@ pub fn run_study<B: AutodiffBackend>(
                 seed,
                 start: Start::Existing(existing),
                 policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
+                nodes: None,
             };
-            let learner = pretrain::<B>(study, &data, arm, &spec, device, sink)?;
+            let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
             let model = learner.model().valid();
             if k == 0 {
                 grid_rows.push(reconstruct(&model, &data.test, &masks, shown, device)?.shown);
