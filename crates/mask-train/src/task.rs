@@ -56,6 +56,12 @@ pub struct TaskOutput<B: Backend> {
     pub per_item: Option<Tensor<B, 1>>,
 }
 
+/// The rows of a `rows`-row global batch that peer `rank` of `world` trains on: `rank`,
+/// `rank + world`, `rank + 2 * world`, ...
+pub fn shard_rows(rows: usize, rank: usize, world: usize) -> Vec<usize> {
+    (rank..rows).step_by(world.max(1)).collect()
+}
+
 /// A training objective: model, host batches, loss, feedback, evaluation and extra state.
 ///
 /// The smallest task there is, fitting `y = 3x + 1` with one linear layer, and the
@@ -211,7 +217,7 @@ pub trait TrainTask<B: AutodiffBackend>: Clone + Send + 'static {
     }
 
     /// The rows `rank`, `rank + world`, `rank + 2 * world`, ... of `batch` (as
-    /// [`shard_rows`](crate::learner::shard_rows) lists them) as a batch of their own: peer
+    /// [`shard_rows`] lists them) as a batch of their own: peer
     /// `rank`'s share of a global batch in data-parallel training. `None` (the default) when
     /// the task cannot be split by rows; the learner then refuses more than one peer.
     ///

@@ -31,7 +31,8 @@ use mask_model::checkpoint::{first_difference, load_record_bytes, record_bytes, 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use parallel::{peer_dropout_seed, shard_rows, NodeOptions, ParallelOptions, PeerReport};
+pub use crate::task::shard_rows;
+pub use parallel::{peer_dropout_seed, NodeOptions, ParallelOptions, PeerReport};
 pub use strategy::{CheckpointPolicy, EarlyStopping};
 
 use crate::config::TrainConfig;
@@ -211,6 +212,35 @@ fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
         .with_epsilon(c.epsilon as f32)
         .with_weight_decay(c.weight_decay as f32)
         .init::<B, M>()
+}
+
+/// The tail of every optimizer step (one device or data-parallel): refuses a non-finite global
+/// gradient norm before anything is updated, clips to `grad_clip`, and applies AdamW at `lr`.
+/// Returns the norm before clipping.
+fn update<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &mut M,
+    optim: &mut OptimizerAdaptor<AdamW, M, B>,
+    mut grads: GradientsParams,
+    lr: f64,
+    grad_clip: Option<f64>,
+    step: u64,
+) -> Result<f64> {
+    let norm = global_grad_norm::<B, M>(model, &grads);
+    if !norm.is_finite() {
+        return Err(TrainError::NonFinite {
+            what: "gradient norm".into(),
+            step,
+            value: norm,
+        });
+    }
+    if let Some(max) = grad_clip {
+        let factor = clip_factor(norm, max);
+        if factor != 1.0 {
+            scale_gradients::<B, M>(model, &mut grads, factor);
+        }
+    }
+    *model = optim.step(lr, model.clone(), grads);
+    Ok(norm)
 }
 
 fn resume_err(path: &str, reason: impl Into<String>) -> TrainError {
@@ -561,22 +591,9 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
                         self.task.observe(batch, &losses)?;
                     }
                 }
-                let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.model);
-                let norm = global_grad_norm::<B, T::Model>(&self.model, &grads);
-                if !norm.is_finite() {
-                    return Err(TrainError::NonFinite {
-                        what: "gradient norm".into(),
-                        step,
-                        value: norm,
-                    });
-                }
-                if let Some(max) = self.config.grad_clip {
-                    let factor = clip_factor(norm, max);
-                    if factor != 1.0 {
-                        scale_gradients::<B, T::Model>(&self.model, &mut grads, factor);
-                    }
-                }
-                self.model = self.optim.step(lr, self.model.clone(), grads);
+                let grads = GradientsParams::from_grads(out.loss.backward(), &self.model);
+                let clip = self.config.grad_clip;
+                let norm = update(&mut self.model, &mut self.optim, grads, lr, clip, step)?;
                 (loss, norm)
             }
         };

@@ -47,25 +47,18 @@ use std::time::Duration;
 
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, GradientsParams, Optimizer};
+use burn::optim::{AdamW, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_collective::{CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
 
-use super::dropout_seed;
 use super::prefetch::Prefetcher;
+use super::{dropout_seed, update};
 use crate::config::TrainConfig;
 use crate::error::{invalid, Result, TrainError};
 use crate::events::StepRecord;
-use crate::schedule::{clip_factor, global_grad_norm, scale_gradients};
-use crate::task::TrainTask;
-
-/// The rows of a `rows`-row global batch that peer `rank` of `world` trains on: `rank`,
-/// `rank + world`, `rank + 2 * world`, ...
-pub fn shard_rows(rows: usize, rank: usize, world: usize) -> Vec<usize> {
-    (rank..rows).step_by(world.max(1)).collect()
-}
+use crate::task::{shard_rows, TrainTask};
 
 /// The dropout key of peer `rank` at `step` of a run seeded `seed`: peer 0's is the
 /// single-device key [`dropout_seed`], the others' are derived from it.
@@ -493,22 +486,14 @@ impl<B: AutodiffBackend, T: TrainTask<B>> PeerStep<'_, B, T> {
             grads: GradientsParams::new(),
         };
         self.model.visit(&mut unflat);
-        let mut grads = unflat.grads;
-        let norm = global_grad_norm::<B, T::Model>(self.model, &grads);
-        if !norm.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "gradient norm".into(),
-                step,
-                value: norm,
-            });
-        }
-        if let Some(max) = self.config.grad_clip {
-            let factor = clip_factor(norm, max);
-            if factor != 1.0 {
-                scale_gradients::<B, T::Model>(self.model, &mut grads, factor);
-            }
-        }
-        *self.model = self.optim.step(lr, self.model.clone(), grads);
+        let norm = update(
+            self.model,
+            self.optim,
+            unflat.grads,
+            lr,
+            self.config.grad_clip,
+            step,
+        )?;
         record.loss = loss;
         record.grad_norm = norm;
         Ok(record)

@@ -302,7 +302,7 @@ impl<B: AutodiffBackend> TrainTask<B> for Bert4RecTask {
 
     fn shard(&self, b: &ItemBatch, rank: usize, world: usize) -> Option<ItemBatch> {
         let m = &b.masked;
-        let rows = crate::learner::shard_rows(m.batch, rank, world);
+        let rows = crate::task::shard_rows(m.batch, rank, world);
         let labels = super::pick_rows(&m.labels, m.seq_len, &rows);
         Some(ItemBatch {
             epoch: b.epoch,

@@ -231,7 +231,7 @@ impl<B: AutodiffBackend> TrainTask<B> for CausalLmTask {
     }
 
     fn shard(&self, b: &LmBatch, rank: usize, world: usize) -> Option<LmBatch> {
-        let rows = crate::learner::shard_rows(b.lengths.len(), rank, world);
+        let rows = crate::task::shard_rows(b.lengths.len(), rank, world);
         Some(LmBatch {
             epoch: b.epoch,
             ids: super::pick_rows(&b.ids, b.seq_len, &rows),

@@ -245,7 +245,7 @@ impl<B: AutodiffBackend> TrainTask<B> for SequenceClassificationTask<B> {
     }
 
     fn shard(&self, b: &DocBatch, rank: usize, world: usize) -> Option<DocBatch> {
-        let rows = crate::learner::shard_rows(b.labels.len(), rank, world);
+        let rows = crate::task::shard_rows(b.labels.len(), rank, world);
         Some(DocBatch {
             epoch: b.epoch,
             ids: super::pick_rows(&b.ids, b.seq_len, &rows),

@@ -355,7 +355,7 @@ impl<B: AutodiffBackend> TrainTask<B> for MaeTask {
     }
 
     fn shard(&self, b: &ImageBatch, rank: usize, world: usize) -> Option<ImageBatch> {
-        let rows = crate::learner::shard_rows(b.masks.len(), rank, world);
+        let rows = crate::task::shard_rows(b.masks.len(), rank, world);
         let pixels_per_image = b.pixels.len() / b.masks.len().max(1);
         Some(ImageBatch {
             epoch: b.epoch,

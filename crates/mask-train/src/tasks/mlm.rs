@@ -21,8 +21,8 @@ use serde_json::json;
 
 use crate::error::{invalid, Result, TrainError};
 use crate::heldout::{Corruption, ScoredToken};
-use crate::learner::shard_rows;
 use crate::metrics::MlmMetrics;
+use crate::task::shard_rows;
 use crate::task::{BatchInfo, Metrics, TaskOutput, TrainTask};
 use crate::tasks::{docs_digest, text_bindings};
 
