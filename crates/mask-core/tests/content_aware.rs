@@ -296,6 +296,15 @@ fn pmi_table_files_round_trip_and_errors_name_the_path() {
     .unwrap();
     let e = PmiTable::load(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.json") && e.contains("[5]"), "{e}");
+    // An n-gram longer than the table's max_ngram (4 by default) is refused too, though its
+    // PMI is finite.
+    std::fs::write(
+        &bad,
+        r#"{"format": "dynmask-pmi-table", "version": 1, "config": {}, "entries": [{"ngram": [5, 6, 7, 8, 9], "count": 9, "pmi": 1.0}]}"#,
+    )
+    .unwrap();
+    let e = PmiTable::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("[5, 6, 7, 8, 9]") && e.contains("2..=4"), "{e}");
     // Another version or another format is refused, each on its own (mutation testing found
     // the two checks interchangeable with `&&`).
     let saved: serde_json::Value =

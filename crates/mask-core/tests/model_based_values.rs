@@ -428,3 +428,64 @@ fn rate_schedules_by_hand() {
         );
     }
 }
+
+/// `Corruption::config` and `PmiTable::config` give back what they were built from (not a
+/// default); `is_empty` is true exactly for a table without n-grams.
+#[test]
+fn corruption_and_pmi_accessors() {
+    let vocab = VocabSpec::new(100, 3, vec![0, 1, 2, 3]);
+    let cfg = CorruptionConfig {
+        mask_replace_prob: 0.5,
+        random_replace_prob: 0.25,
+        per_unit: true,
+    };
+    assert_eq!(cfg.build(&vocab).unwrap().config(), &cfg);
+
+    let pmi_cfg = PmiTableConfig {
+        max_ngram: 3,
+        min_count: 2,
+        top_k: 7,
+        special_ids: vec![0],
+    };
+    // "5 6" and "5 6 7" repeat in every document: both enter the table.
+    let docs: Vec<Vec<u32>> = (0..6u32).map(|i| vec![5, 6, 7, 10 + i, 20 + i]).collect();
+    let table = PmiTable::build(&docs, &pmi_cfg).unwrap();
+    assert_eq!(table.config(), &pmi_cfg);
+    assert!(!table.is_empty() && table.len() > 0);
+    // Nothing occurs twice: no n-gram reaches min_count.
+    let unique: Vec<Vec<u32>> = (0..6u32).map(|i| vec![10 + 2 * i, 11 + 2 * i]).collect();
+    let empty = PmiTable::build(&unique, &pmi_cfg).unwrap();
+    assert!(empty.is_empty() && empty.len() == 0);
+}
+
+/// Every truncation of a valid selector state is refused with [`MaskError::State`], never a
+/// panic: cutting inside the version field (after an intact magic) leaves fewer bytes than the
+/// reader needs at a non-zero position, which a length check written as `len + pos < n`
+/// instead of `len - pos < n` would let through to an out-of-range slice.
+#[test]
+fn every_truncated_state_is_a_typed_error() {
+    let vocab = VocabSpec::new(16, 3, vec![0, 1, 2, 3]);
+    let policy = MaskingConfig::new(vocab)
+        .with_selection(SelectionConfig::LossAware {
+            ema_decay: 0.5,
+            temperature: 1.0,
+            uniform_mix: 0.2,
+        })
+        .build()
+        .unwrap();
+    let state = policy.selector().state_bytes().unwrap();
+    assert!(state.len() > 8, "magic + version + body");
+    for cut in 0..state.len() {
+        let mut fresh = policy.clone();
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fresh.selector_mut().load_state_bytes(&state[..cut])
+        }));
+        match got {
+            Ok(Err(MaskError::State { .. })) => {}
+            Ok(other) => panic!("{cut} of {} bytes: {other:?}", state.len()),
+            Err(_) => panic!("{cut} of {} bytes: panicked", state.len()),
+        }
+    }
+    let mut fresh = policy.clone();
+    fresh.selector_mut().load_state_bytes(&state).unwrap();
+}

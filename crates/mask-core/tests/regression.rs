@@ -130,10 +130,47 @@ fn span(anchor: SpanAnchor) -> SelectionConfig {
     }
 }
 
+/// Span masking at 100% of long sentences (`len` tokens, 16 examples, 3 epochs): starts drawn at
+/// random mostly land on taken tokens, so the cap on rejected starts (`4 * budget + 16`) is
+/// reached and the rest is drawn among the free units. With length-1 spans a coupon collector
+/// needs about `n (H_n - 1)` rejections (~1,300 at n = 254), over the cap (1,032). Also checks
+/// the closed form: at 100% every non-special token carries a label.
+fn span_cap_digest(geometric_p: f64, max_span: u32, len: usize) -> u64 {
+    let vocab = VocabSpec::new(30522, 103, vec![0, 100, 101, 102, 103]);
+    let selection = SelectionConfig::Span {
+        geometric_p,
+        min_span: 1,
+        max_span,
+        anchor: SpanAnchor::Token,
+    };
+    let policy = MaskingConfig::new(vocab)
+        .with_selection(selection)
+        .with_rate(RateSchedule::Constant { mask_prob: 1.0 })
+        .build()
+        .unwrap();
+    let mut h = 0;
+    for epoch in 0..3 {
+        for i in 0..16u64 {
+            let (ids, special, _) = sentence(i, len);
+            let m = policy
+                .mask(
+                    &Example::new(&ids, &special),
+                    &MaskContext::new(77, epoch, i, epoch * 16 + i),
+                )
+                .unwrap();
+            for (k, &s) in special.iter().enumerate() {
+                assert_eq!(m.labels[k] >= 0, !s, "position {k} of example {i}");
+            }
+            h = fold(h, m.input_ids.iter().map(|&x| u64::from(x)));
+        }
+    }
+    h
+}
+
 /// The digests, and what each pins.
 #[test]
 fn masks_are_pinned() {
-    let cases: [(&str, u64, u64); 13] = [
+    let cases: [(&str, u64, u64); 16] = [
         (
             "bernoulli, dynamic",
             token_digest(SelectionConfig::Bernoulli {}, Regime::Dynamic {}),
@@ -222,6 +259,28 @@ fn masks_are_pinned() {
             "pmi spans",
             resource_digest(SelectionConfig::PmiSpan { max_ngram: 4 }),
             0xb4aa_78f4_70b0_3657,
+        ),
+        (
+            // Length-1 spans at 100%: the cap on rejected starts is reached in every example.
+            "span (token anchor, length 1) at 100%, 256 tokens",
+            span_cap_digest(1.0, 1, 256),
+            0x29b7_de83_6137_d278,
+        ),
+        (
+            "span (token anchor, p 0.2, max 10) at 100%, 256 tokens",
+            span_cap_digest(0.2, 10, 256),
+            0x0c9e_e630_3bb8_ae4a,
+        ),
+        (
+            // One-patch minimum blocks and aspect ratios down to 1/20: some draws round a side
+            // to 0 and are skipped before a position is drawn.
+            "BEiT block-wise, min block 1, aspect 0.05..20",
+            patch_digest(PatchSelectionConfig::BlockWise {
+                mask_ratio: 0.4,
+                min_block: 1,
+                min_aspect: 0.05,
+            }),
+            0x13fe_99b5_b8a4_aae1,
         ),
     ];
     let mut wrong = vec![];
