@@ -451,11 +451,13 @@ fn corruption_and_pmi_accessors() {
     let docs: Vec<Vec<u32>> = (0..6u32).map(|i| vec![5, 6, 7, 10 + i, 20 + i]).collect();
     let table = PmiTable::build(&docs, &pmi_cfg).unwrap();
     assert_eq!(table.config(), &pmi_cfg);
-    assert!(!table.is_empty() && table.len() > 0);
+    assert!(!table.is_empty());
+    assert_ne!(table.len(), 0);
     // Nothing occurs twice: no n-gram reaches min_count.
     let unique: Vec<Vec<u32>> = (0..6u32).map(|i| vec![10 + 2 * i, 11 + 2 * i]).collect();
     let empty = PmiTable::build(&unique, &pmi_cfg).unwrap();
-    assert!(empty.is_empty() && empty.len() == 0);
+    assert!(empty.is_empty());
+    assert_eq!(empty.len(), 0);
 }
 
 /// Every truncation of a valid selector state is refused with [`MaskError::State`], never a
