@@ -413,8 +413,34 @@ fn the_main_job_repeats_exactly_in_fresh_directories() {
         let (loss, unigram) = (h["mask_token_loss"].as_f64(), h["unigram_loss"].as_f64());
         assert!(loss.unwrap() > 0.0 && unigram.unwrap() > 0.0, "{h}");
         assert_eq!(h["masks"].as_array().unwrap().len(), 5);
+        // The POS probe beside its baselines, each a share of the same test words.
+        let p = &r["pos_probe"];
+        let b = &p["baselines"];
+        assert!(b["words"].as_u64().unwrap() > 100, "{p}");
+        for share in [
+            &p["accuracy"],
+            &p["initial_encoder_accuracy"],
+            &b["majority"],
+            &b["word_type"],
+            &b["first_piece"],
+        ] {
+            let x = share.as_f64().unwrap();
+            assert!(x > 0.0 && x < 1.0, "{p}");
+        }
     }
     assert_eq!(one["contrasts"].as_array().unwrap().len(), 3);
+    assert_eq!(one["probe_contrasts"].as_array().unwrap().len(), 3);
+    // Bernoulli masking is blind to PMI units: each arm's share of masked tokens inside them is
+    // the share of all tokens inside them, within 5 standard errors of a proportion over the
+    // arm's masked tokens.
+    let pmi = &one["pmi_units"];
+    let tokens = pmi["tokens"].as_f64().unwrap();
+    assert!(tokens > 0.0 && tokens < 1.0, "{pmi}");
+    for a in pmi["arms"].as_array().unwrap() {
+        let (share, n) = (a["share"].as_f64().unwrap(), a["masked"].as_f64().unwrap());
+        let se = (tokens * (1.0 - tokens) / n).sqrt();
+        assert!(n > 500.0 && (share - tokens).abs() < 5.0 * se, "{pmi}");
+    }
     let text = std::fs::read_to_string(dir.join("one/results.json")).unwrap();
     assert!(!text.contains("null") && !text.contains("NaN"));
     // Runs have their own directories; a second compare is refused, --resume reuses, --fresh
@@ -538,10 +564,19 @@ fn report_prints_the_tables_of_a_finished_study_and_refuses_other_files() {
     let results = out.join("results.json");
     let (ok, stdout, err) = dynmask(&["report", s(&results), "--out", s(&svg)]);
     assert!(ok, "{err}");
-    // The headline, breakdown and per-mask tables have a row per static arm; the contrasts
-    // table's rows are static k=4 - static k=1, dynamic - static k=1, dynamic - static k=4.
-    assert_eq!(stdout.matches("| static k=").count(), 3 * 2 + 1, "{stdout}");
-    assert!(stdout.contains("| dynamic - static k=4 |"), "{stdout}");
+    // The headline, breakdown, per-mask and POS probe tables have a row per static arm; the
+    // two contrasts tables' rows are static k=4 - static k=1, dynamic - static k=1,
+    // dynamic - static k=4.
+    assert_eq!(stdout.matches("| static k=").count(), 4 * 2 + 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("| dynamic - static k=4 |").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Frozen-encoder POS probe") && stdout.contains("PMI units"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("| unigram |") && stdout.contains("Holm"),
         "{stdout}"

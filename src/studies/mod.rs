@@ -12,6 +12,7 @@
 
 pub mod arm;
 pub mod plot;
+pub mod probe;
 pub mod recsys;
 pub mod report;
 pub mod stats;
@@ -489,6 +490,43 @@ mod tests {
             (3, 3, None)
         );
         assert_eq!(long.model, text::TextStudy::default().model);
+        // The anchor designs: five seeds, the main job's model and protocol, one declared
+        // contrast each.
+        for (name, arms, seeds, contrasts) in [
+            (
+                "anchor_roberta.toml",
+                &["static k=10", "dynamic"][..],
+                &[0, 1, 2, 3, 4][..],
+                1,
+            ),
+            (
+                "anchor_ankner.toml",
+                &["constant 15%", "decay 30%->15%"],
+                &[0, 1, 2, 3, 4],
+                1,
+            ),
+            (
+                "anchor_span.toml",
+                &["token", "whole-word", "span", "PMI-span"],
+                &[0, 1, 2],
+                4,
+            ),
+        ] {
+            let Study::Text(s) = shipped(name) else {
+                panic!("{name} is not a text study")
+            };
+            let names: Vec<&str> = s.arms.iter().map(|a| a.name.as_str()).collect();
+            assert_eq!(names, arms, "{name}");
+            assert_eq!(s.seeds, seeds, "{name}");
+            assert_eq!(s.contrast_pairs().len(), contrasts, "{name}");
+            assert!(s.pos_probe.enabled, "{name}");
+            assert_eq!(s.model, text::TextStudy::default().model, "{name}");
+            assert_eq!(
+                s.eval_masks,
+                text::TextStudy::default().eval_masks,
+                "{name}"
+            );
+        }
         for name in ["masking_study.toml", "masking_study_reduced.toml"] {
             let Study::Text(s) = shipped(name) else {
                 panic!("{name} is not a text study")

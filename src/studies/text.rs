@@ -10,8 +10,9 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use mask_core::{
-    CorruptionConfig, MaskingConfig, PmiTable, PmiTableConfig, RateSchedule, Regime,
-    SelectionConfig, SelectorResources, TokenStats, VocabSpec,
+    CorruptionConfig, Example, MaskContext, MaskPolicy, MaskingConfig, PmiSpanSelector, PmiTable,
+    PmiTableConfig, RateSchedule, Regime, SelectionConfig, SelectorResources, TokenStats,
+    VocabSpec,
 };
 use mask_data::{text, Encoded, TextTokenizer, TokenizerConfig};
 use mask_model::{
@@ -31,6 +32,7 @@ use tracing::info_span;
 
 use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
+use super::probe::{probe_run, PosData, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, mean_std, write_json, write_text};
 use super::stats::{holm, paired_bootstrap, paired_t, verdict, PairedT};
 use super::{
@@ -322,6 +324,9 @@ pub struct TextStudy {
     /// job, `TextStudy::default()`, uses 3)
     #[serde(default = "one_job")]
     pub jobs: usize,
+    /// The frozen-encoder POS probe run after pretraining (see `studies::probe`). Default:
+    /// [`PosProbeConfig::default`] (enabled)
+    pub pos_probe: PosProbeConfig,
 }
 
 impl Default for TextStudy {
@@ -379,6 +384,7 @@ impl Default for TextStudy {
             frequency_buckets: vec![100, 1000],
             contrasts: vec![],
             jobs: 3,
+            pos_probe: PosProbeConfig::default(),
         }
     }
 }
@@ -420,6 +426,12 @@ impl TextStudy {
         self.finetune_train_docs = Some(256);
         self.finetune_test_docs = Some(128);
         self.checkpoint_every = 48;
+        self.pos_probe.train_sentences = 128;
+        self.pos_probe.test_sentences = 64;
+        self.pos_probe.max_len = 32;
+        self.pos_probe.steps = 16;
+        self.pos_probe.batch_size = 16;
+        self.pos_probe.warmup_steps = 2;
         self.eval_mask_seeds = self.eval_mask_seeds.min(2);
         self.seeds.truncate(2);
         self.out_dir = format!("{}-quick", self.out_dir);
@@ -481,6 +493,10 @@ impl TextStudy {
         }
         self.train.validate()?;
         self.finetune.validate()?;
+        if self.pos_probe.enabled {
+            self.pos_probe
+                .validate(self.max_len.max(self.finetune_max_len))?;
+        }
         if self.checkpoint_every == 0 {
             return Err(invalid("checkpoint_every", 0, "at least 1"));
         }
@@ -614,6 +630,8 @@ pub struct TextData {
     pub protocol: Arc<Vec<ProtocolMask>>,
     /// Held-out documents.
     pub eval_doc_count: usize,
+    /// The POS probe's sentences and baselines (when `pos_probe.enabled`).
+    pub pos: Option<Arc<PosData>>,
 }
 
 /// One evaluation mask of the protocol, drawn under each of its seeds.
@@ -834,6 +852,11 @@ impl TextData {
         )
         .with_max_len(study.max_len.max(study.finetune_max_len))
         .with_position(m.position);
+        let pos = if study.pos_probe.enabled {
+            Some(Arc::new(PosData::prepare(&study.pos_probe, &tokenizer)?))
+        } else {
+            None
+        };
         // Mean pooling: a small encoder pretrained briefly has no trained [CLS] summary (no NSP).
         let classifier = ClassifierConfig::new(encoder.clone(), classes.len())
             .with_pooling(mask_model::Pooling::Mean);
@@ -852,6 +875,7 @@ impl TextData {
             unigram: Arc::new(unigram),
             protocol: Arc::new(protocol),
             eval_doc_count: eval_docs.len(),
+            pos,
         })
     }
 
@@ -995,6 +1019,9 @@ pub struct TextRunResult {
     /// Classification test scores after fine-tuning (when `finetune.enabled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<ClassificationEval>,
+    /// The frozen-encoder POS probe (when `pos_probe.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos_probe: Option<PosProbeResult>,
     /// Wall time of this run in this session, seconds (not reproducible).
     pub seconds: f64,
 }
@@ -1055,6 +1082,70 @@ pub fn contrasts(study: &TextStudy, runs: &[TextRunResult]) -> Vec<Contrast> {
         .collect()
 }
 
+/// A paired contrast of the POS probe's test accuracy between two arms (a - b, higher is
+/// better), over the seeds both ran; Holm-corrected across the study's contrasts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeContrast {
+    /// First arm.
+    pub a: String,
+    /// Second arm.
+    pub b: String,
+    /// Per-seed paired differences of accuracy (a - b), with the 95% t-interval.
+    pub seeds: PairedT,
+    /// Holm-adjusted p-value across the study's probe contrasts.
+    pub holm_p: f64,
+    /// `a higher`, `b higher` or `inconclusive` (same rule as [`Contrast`]).
+    pub verdict: String,
+}
+
+/// The study's contrasts ([`TextStudy::contrast_pairs`]) of POS probe accuracy, over the seeds
+/// both arms were probed; empty when no run was.
+pub fn probe_contrasts(study: &TextStudy, runs: &[TextRunResult]) -> Vec<ProbeContrast> {
+    let probed: Vec<(&str, u64, f64)> = runs
+        .iter()
+        .filter_map(|r| Some((r.arm.as_str(), r.seed, r.pos_probe.as_ref()?.accuracy)))
+        .collect();
+    accuracy_contrasts(&study.contrast_pairs(), &probed)
+}
+
+/// Paired contrasts `pairs` of accuracies given as `(arm, seed, accuracy)`.
+fn accuracy_contrasts(pairs: &[[String; 2]], probed: &[(&str, u64, f64)]) -> Vec<ProbeContrast> {
+    let mut found = vec![];
+    for [a, b] in pairs {
+        let diffs: Vec<f64> = probed
+            .iter()
+            .filter(|r| r.0 == a)
+            .filter_map(|ra| {
+                let rb = probed.iter().find(|r| r.0 == b && r.1 == ra.1)?;
+                Some(ra.2 - rb.2)
+            })
+            .collect();
+        if !diffs.is_empty() {
+            found.push((a.clone(), b.clone(), paired_t(&diffs)));
+        }
+    }
+    let adjusted = holm(&found.iter().map(|f| f.2.p).collect::<Vec<_>>());
+    found
+        .into_iter()
+        .zip(adjusted)
+        .map(|((a, b, t), holm_p)| {
+            // `verdict` reads "lower" as better (a loss); for accuracy, higher is.
+            let verdict = match verdict(&t, holm_p, &a, &b) {
+                v if v == format!("{a} lower") => format!("{a} lower accuracy"),
+                v if v == format!("{b} lower") => format!("{a} higher accuracy"),
+                v => v,
+            };
+            ProbeContrast {
+                a,
+                b,
+                seeds: t,
+                holm_p,
+                verdict,
+            }
+        })
+        .collect()
+}
+
 /// Everything a text study produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextResults {
@@ -1068,6 +1159,95 @@ pub struct TextResults {
     pub runs: Vec<TextRunResult>,
     /// The paired contrasts of `mask_token_loss`.
     pub contrasts: Vec<Contrast>,
+    /// The same contrasts of the POS probe's accuracy (when probed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_contrasts: Vec<ProbeContrast>,
+    /// How much of each arm's masking falls inside multi-token PMI units (when the study built
+    /// a PMI table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmi_units: Option<PmiUnitShares>,
+}
+
+/// Paragraphs [`pmi_unit_shares`] masks.
+pub const PMI_SHARE_DOCS: usize = 1000;
+
+/// The share of masked tokens that lie inside multi-token units of the study's PMI
+/// segmentation (greedy longest match against its table, as `pmi_span` masking cuts units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PmiUnitShares {
+    /// Training paragraphs masked (the first ones, once: seed 0, epoch 0, step 0).
+    pub docs: u64,
+    /// Share of all maskable tokens inside such units: what uniform masking hits on average.
+    pub tokens: f64,
+    /// Per arm, in the study's order.
+    pub arms: Vec<ArmUnitShare>,
+}
+
+/// One arm's masking against the PMI units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmUnitShare {
+    /// The arm.
+    pub arm: String,
+    /// Tokens it masked.
+    pub masked: u64,
+    /// The share of them inside multi-token PMI units.
+    pub share: f64,
+}
+
+/// [`PmiUnitShares`] of every arm over the first [`PMI_SHARE_DOCS`] training paragraphs;
+/// `None` without a PMI table.
+pub fn pmi_unit_shares(study: &TextStudy, data: &TextData) -> Result<Option<PmiUnitShares>> {
+    let Some(table) = data.resources.pmi.clone() else {
+        return Ok(None);
+    };
+    let max_ngram = table.config().max_ngram;
+    let cutter = PmiSpanSelector::new(table, max_ngram)?;
+    let docs = &data.train_docs[..data.train_docs.len().min(PMI_SHARE_DOCS)];
+    // Per paragraph: which tokens lie inside a unit of two or more tokens.
+    let mut units = vec![];
+    let inside: Vec<Vec<bool>> = docs
+        .iter()
+        .map(|d| {
+            cutter.units(&Example::new(&d.ids, &d.special_mask), &mut units);
+            let mut inside = vec![false; d.ids.len()];
+            for u in units.iter().filter(|u| u.len >= 2) {
+                inside[u.start as usize..(u.start + u.len) as usize].fill(true);
+            }
+            inside
+        })
+        .collect();
+    let eligible: usize = docs
+        .iter()
+        .map(|d| d.special_mask.iter().filter(|&&s| !s).count())
+        .sum();
+    let in_units: usize = inside.iter().flatten().filter(|&&x| x).count();
+    let mut arms = vec![];
+    for arm in &study.arms {
+        let policy = arm
+            .masking(data.vocab.clone())
+            .build_with(&data.resources)?;
+        let (mut masked, mut hit) = (0u64, 0u64);
+        for (i, (d, inside)) in docs.iter().zip(&inside).enumerate() {
+            let ex = Example::new(&d.ids, &d.special_mask).with_word_ids(&d.word_ids);
+            let m = policy.mask(&ex, &MaskContext::new(0, 0, i as u64, 0))?;
+            for (&label, &x) in m.labels.iter().zip(inside) {
+                if label >= 0 {
+                    masked += 1;
+                    hit += u64::from(x);
+                }
+            }
+        }
+        arms.push(ArmUnitShare {
+            arm: arm.name.clone(),
+            masked,
+            share: hit as f64 / masked.max(1) as f64,
+        });
+    }
+    Ok(Some(PmiUnitShares {
+        docs: docs.len() as u64,
+        tokens: in_units as f64 / eligible.max(1) as f64,
+        arms,
+    }))
 }
 
 /// Pretrains one arm with `spec.seed` in `<out_dir>/<arm>/seed-<seed>`, on `device`
@@ -1188,14 +1368,31 @@ pub fn run_study<B: AutodiffBackend>(
         // Fitting a finished run again does no step.
         let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
         let heldout = heldout_protocol(study, &data, &learner.model().valid(), device)?;
+        let pos_probe = match &data.pos {
+            Some(pos) => Some(probe_run::<B>(
+                &study.pos_probe,
+                pos,
+                &data.model,
+                learner.model().encoder.clone(),
+                (seed, &label),
+                device,
+                sink,
+            )?),
+            None => None,
+        };
         let result = match finished {
-            Some(r) => TextRunResult { heldout, ..r },
+            Some(r) => TextRunResult {
+                heldout,
+                pos_probe,
+                ..r
+            },
             None => TextRunResult {
                 arm: arm.name.clone(),
                 seed,
                 history: learner.state().history.clone(),
                 evals: learner.state().evals.clone(),
                 heldout,
+                pos_probe,
                 finetune: if study.finetune.enabled {
                     Some(finetune::<B>(
                         study,
@@ -1223,6 +1420,8 @@ pub fn run_study<B: AutodiffBackend>(
         classes: data.classes.clone(),
         tokenizer_digest: data.tokenizer.digest().to_string(),
         contrasts: contrasts(study, &runs),
+        probe_contrasts: probe_contrasts(study, &runs),
+        pmi_units: pmi_unit_shares(study, &data)?,
         runs,
     };
     write_outputs(&results, &out)?;
@@ -1385,6 +1584,92 @@ pub fn results_table(results: &TextResults) -> String {
     }
     out += "\n";
     out += &contrasts_table(&results.contrasts);
+    out += &probe_table(&arms);
+    out += &probe_contrasts_table(&results.probe_contrasts);
+    if let Some(p) = &results.pmi_units {
+        out += &format!(
+            "\nShare of masked tokens inside multi-token PMI units (the first {} training \
+             paragraphs, masked once at step 0; {:.1}% of all maskable tokens lie in such units):",
+            p.docs,
+            100.0 * p.tokens
+        );
+        for a in &p.arms {
+            out += &format!(" {} {:.1}%;", a.arm, 100.0 * a.share);
+        }
+        out.pop();
+        out += ".\n";
+    }
+    out
+}
+
+/// The POS probe per arm beside its baselines (Markdown); empty when no run was probed.
+fn probe_table(arms: &[(&str, Vec<&TextRunResult>)]) -> String {
+    let probed: Vec<(&str, Vec<&PosProbeResult>)> = arms
+        .iter()
+        .map(|(name, runs)| {
+            (
+                *name,
+                runs.iter().filter_map(|r| r.pos_probe.as_ref()).collect(),
+            )
+        })
+        .filter(|(_, p): &(&str, Vec<&PosProbeResult>)| !p.is_empty())
+        .collect();
+    let Some(b) = probed.first().map(|(_, p)| p[0].baselines) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nFrozen-encoder POS probe: a linear head on the frozen encoder tags {} held-out Brown \
+         words (7 coarse classes), beside the same probe on the encoder each run started from \
+         and three baselines on the same words: the majority class ({:.1}%), the most frequent \
+         training class of the word's first word piece, the token the probe reads ({:.1}%), and of \
+         the whole word ({:.1}%); accuracy in %, mean ± std over seeds.\n\n| arm | seeds | probe \
+         acc | macro F1 | initial encoder | gain over initial |\n|---|---|---|---|---|---|\n",
+        b.words,
+        100.0 * b.majority,
+        100.0 * b.first_piece,
+        100.0 * b.word_type,
+    );
+    for (name, ps) in &probed {
+        let f = |g: fn(&PosProbeResult) -> f64| ps.iter().map(|p| g(p)).collect::<Vec<_>>();
+        out += &format!(
+            "| {name} | {} | {} | {} | {} | {} |\n",
+            ps.len(),
+            fmt_mean_std(&f(|p| p.accuracy), 100.0, 2),
+            fmt_mean_std(&f(|p| p.macro_f1), 100.0, 2),
+            fmt_mean_std(&f(|p| p.initial_encoder_accuracy), 100.0, 2),
+            fmt_mean_std(&f(|p| p.accuracy - p.initial_encoder_accuracy), 100.0, 2),
+        );
+    }
+    out
+}
+
+/// The probe's contrasts table (Markdown).
+fn probe_contrasts_table(contrasts: &[ProbeContrast]) -> String {
+    if contrasts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nPaired contrasts of POS probe accuracy, a - b in points (positive: a is better): mean \
+         over seeds with its 95% t-interval, two-sided p and Holm-adjusted p.\n\n| a - b | seeds \
+         | mean | 95% t-interval | p | Holm p | reading |\n|---|---|---|---|---|---|---|\n",
+    );
+    for c in contrasts {
+        let interval = if c.seeds.n > 1 {
+            format!("[{:+.2}, {:+.2}]", 100.0 * c.seeds.lo, 100.0 * c.seeds.hi)
+        } else {
+            "n/a".into()
+        };
+        out += &format!(
+            "| {} - {} | {} | {:+.2} | {interval} | {:.3} | {:.3} | {} |\n",
+            c.a,
+            c.b,
+            c.seeds.n,
+            100.0 * c.seeds.mean,
+            c.seeds.p,
+            c.holm_p,
+            c.verdict
+        );
+    }
     out
 }
 
@@ -1483,6 +1768,16 @@ mod tests {
         bad(|s| s.model.dropout = 1.0, "model.dropout");
         bad(|s| s.seeds = vec![1, 1], "seeds");
         bad(|s| s.arms.clear(), "arms");
+        // The probe reads at most the encoder's longest input (max(max_len, finetune_max_len)).
+        bad(|s| s.pos_probe.max_len = 97, "pos_probe.max_len");
+        bad(
+            |s| s.pos_probe.test_sentences = 0,
+            "pos_probe.test_sentences",
+        );
+        let mut off = TextStudy::default();
+        off.pos_probe.enabled = false;
+        off.pos_probe.max_len = 97;
+        assert!(off.validate().is_ok(), "a disabled probe is not checked");
         bad(
             |s| s.train.early_stopping_patience = Some(0),
             "early_stopping_patience",
@@ -1493,6 +1788,38 @@ mod tests {
     }
 
     /// Regression (science issue, "honest data"): subsets were the corpus's first documents.
+    /// By hand: a - b = [0.10, 0.11, 0.12] over seeds 0-2 (seed 3 of `a` has no partner):
+    /// mean 0.11, sd 0.01, 95% t-interval 0.11 +- 4.302653 * 0.01 / sqrt 3; one contrast, so
+    /// Holm p = p; `a` reads higher. The reverse pair reads lower; a pair without a common
+    /// seed is left out.
+    #[test]
+    fn probe_contrasts_by_hand() {
+        let probed = [
+            ("a", 0, 0.80),
+            ("a", 1, 0.82),
+            ("a", 2, 0.84),
+            ("a", 3, 0.99),
+            ("b", 0, 0.70),
+            ("b", 1, 0.71),
+            ("b", 2, 0.72),
+            ("c", 7, 0.5),
+        ];
+        let pair = |a: &str, b: &str| [a.to_string(), b.to_string()];
+        let c = accuracy_contrasts(&[pair("a", "b")], &probed);
+        assert_eq!(c.len(), 1);
+        let half = 4.302653 * 0.01 / 3f64.sqrt();
+        assert_eq!(c[0].seeds.n, 3);
+        assert!((c[0].seeds.mean - 0.11).abs() < 1e-12, "{:?}", c[0]);
+        assert!((c[0].seeds.lo - (0.11 - half)).abs() < 1e-6, "{:?}", c[0]);
+        assert!((c[0].seeds.hi - (0.11 + half)).abs() < 1e-6, "{:?}", c[0]);
+        assert_eq!(c[0].holm_p, c[0].seeds.p);
+        assert_eq!(c[0].verdict, "a higher accuracy");
+        let c = accuracy_contrasts(&[pair("b", "a"), pair("a", "c")], &probed);
+        assert_eq!(c.len(), 1, "no seed in common with c");
+        assert_eq!(c[0].verdict, "b lower accuracy");
+        assert!((c[0].seeds.mean + 0.11).abs() < 1e-12);
+    }
+
     #[test]
     fn subsets_are_spread_evenly_over_the_corpus() {
         let items: Vec<u32> = (0..10).collect();
