@@ -1654,11 +1654,7 @@ fn probe_contrasts_table(contrasts: &[ProbeContrast]) -> String {
          | mean | 95% t-interval | p | Holm p | reading |\n|---|---|---|---|---|---|---|\n",
     );
     for c in contrasts {
-        let interval = if c.seeds.n > 1 {
-            format!("[{:+.2}, {:+.2}]", 100.0 * c.seeds.lo, 100.0 * c.seeds.hi)
-        } else {
-            "n/a".into()
-        };
+        let interval = t_interval(&c.seeds, 100.0, 2);
         out += &format!(
             "| {} - {} | {} | {:+.2} | {interval} | {:.3} | {:.3} | {} |\n",
             c.a,
@@ -1688,6 +1684,20 @@ pub fn majority_share(c: &ClassificationEval) -> f64 {
     c.report.support.iter().copied().max().unwrap_or(0) as f64 / total.max(1) as f64
 }
 
+/// A contrast's 95% t-interval, times `scale`, with `digits` decimals; "n/a" for one seed.
+fn t_interval(t: &PairedT, scale: f64, digits: usize) -> String {
+    if t.n > 1 {
+        format!(
+            "[{:+.digits$}, {:+.digits$}]",
+            scale * t.lo,
+            scale * t.hi,
+            digits = digits
+        )
+    } else {
+        "n/a".into()
+    }
+}
+
 /// The contrasts table (Markdown).
 pub fn contrasts_table(contrasts: &[Contrast]) -> String {
     if contrasts.is_empty() {
@@ -1700,11 +1710,7 @@ pub fn contrasts_table(contrasts: &[Contrast]) -> String {
          | mean | 95% t-interval | p | Holm p | bootstrap 95% | reading |\n|---|---|---|---|---|---|---|---|\n",
     );
     for c in contrasts {
-        let interval = if c.seeds.n > 1 {
-            format!("[{:+.3}, {:+.3}]", c.seeds.lo, c.seeds.hi)
-        } else {
-            "n/a".into()
-        };
+        let interval = t_interval(&c.seeds, 1.0, 3);
         out += &format!(
             "| {} - {} | {} | {:+.3} | {interval} | {:.3} | {:.3} | [{:+.3}, {:+.3}] | {} |\n",
             c.a,
