@@ -289,21 +289,20 @@ fn pmi_table_files_round_trip_and_errors_name_the_path() {
         }
         e => panic!("unexpected {e}"),
     }
-    std::fs::write(
-        &bad,
+    // Writes `text` as the table file and returns why loading it was refused.
+    let refused = |text: &str| -> String {
+        std::fs::write(&bad, text).unwrap();
+        PmiTable::load(&bad).unwrap_err().to_string()
+    };
+    let e = refused(
         r#"{"format": "dynmask-pmi-table", "version": 1, "config": {}, "entries": [{"ngram": [5], "count": 9, "pmi": 1.0}]}"#,
-    )
-    .unwrap();
-    let e = PmiTable::load(&bad).unwrap_err().to_string();
+    );
     assert!(e.contains("bad.json") && e.contains("[5]"), "{e}");
     // An n-gram longer than the table's max_ngram (4 by default) is refused too, though its
     // PMI is finite.
-    std::fs::write(
-        &bad,
+    let e = refused(
         r#"{"format": "dynmask-pmi-table", "version": 1, "config": {}, "entries": [{"ngram": [5, 6, 7, 8, 9], "count": 9, "pmi": 1.0}]}"#,
-    )
-    .unwrap();
-    let e = PmiTable::load(&bad).unwrap_err().to_string();
+    );
     assert!(e.contains("[5, 6, 7, 8, 9]") && e.contains("2..=4"), "{e}");
     // Another version or another format is refused, each on its own (mutation testing found
     // the two checks interchangeable with `&&`).
@@ -315,8 +314,7 @@ fn pmi_table_files_round_trip_and_errors_name_the_path() {
     ] {
         let mut other = saved.clone();
         other[field] = value;
-        std::fs::write(&bad, other.to_string()).unwrap();
-        let e = PmiTable::load(&bad).unwrap_err().to_string();
+        let e = refused(&other.to_string());
         assert!(
             e.contains("bad.json") && e.contains("expected"),
             "{field}: {e}"
