@@ -520,6 +520,26 @@ fn vision_and_recsys_studies_run_quick_through_compare() {
             "pretraining reconstructs better than init: {mse} vs {init_mse}"
         );
     }
+    // The memorisation gap of every run, on all 512 training images of the smoke size, and
+    // the one contrast of the two arms for each metric.
+    for run in r["runs"].as_array().unwrap() {
+        let m = &run["memorisation"];
+        assert_eq!(m["images"], 512, "{m}");
+        let (t, f) = (
+            m["train_masks"]["recon_mse"].as_f64().unwrap(),
+            m["fresh_masks"]["recon_mse"].as_f64().unwrap(),
+        );
+        assert!(t > 0.0 && f > 0.0, "{m}");
+        assert!((m["gap"].as_f64().unwrap() - (f - t)).abs() < 1e-12, "{m}");
+    }
+    for metric in ["recon_mse", "probe_accuracy", "memorisation_gap"] {
+        assert_eq!(
+            r["contrasts"][metric].as_array().unwrap().len(),
+            1,
+            "{metric}"
+        );
+    }
+    assert!(stdout.contains("Memorisation gap"), "{stdout}");
     let png = std::fs::read(dir.join("mae/mae_grid.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
@@ -540,10 +560,32 @@ fn vision_and_recsys_studies_run_quick_through_compare() {
         assert_eq!(r["users"], 60);
     }
     let pop = r["popularity_test"]["hr"].as_f64().unwrap();
+    let users = r["users"].as_u64().unwrap() as usize;
+    let bits = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
     for run in r["runs"].as_array().unwrap() {
         let hr = run["test"]["hr"].as_f64().unwrap();
         assert!(hr > pop, "{}: HR@10 {hr} vs popularity {pop}", run["arm"]);
+        // The sampled negatives are a subset of the full ranking's candidates: a user hit under
+        // full ranking is a hit under sampling, never the other way round.
+        let (sampled, full) = (bits(&run["test_hits"]), bits(&run["test_full_hits"]));
+        assert_eq!((sampled.len(), full.len()), (users, users));
+        assert!(sampled.iter().zip(&full).all(|(s, f)| f <= s));
+        let mean = sampled.iter().sum::<u64>() as f64 / users as f64;
+        assert!((mean - hr).abs() < 1e-9, "no ties: hits average to HR@10");
+        assert!(run["test_full"]["hr"].as_f64().unwrap() <= hr);
     }
+    assert!(r["popularity_full"]["hr"].as_f64().unwrap() <= pop);
+    // Two arms: one contrast per metric; McNemar for the one seed, sampled and full.
+    assert_eq!(r["contrasts"]["hr"].as_array().unwrap().len(), 1);
+    assert_eq!(r["contrasts"]["full_ndcg"].as_array().unwrap().len(), 1);
+    assert_eq!(r["contrasts"]["mcnemar"].as_array().unwrap().len(), 2);
+    assert!(stdout.contains("McNemar"), "{stdout}");
 }
 
 #[test]

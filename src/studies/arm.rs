@@ -61,6 +61,26 @@ pub fn find_arm<'a, A>(arms: &'a [A], name: &str, name_of: impl Fn(&A) -> &str) 
     })
 }
 
+/// Checks a study's declared `contrasts`: each names two different arms of `arms`.
+pub fn check_contrasts<A>(
+    contrasts: &[[String; 2]],
+    arms: &[A],
+    name_of: impl Fn(&A) -> &str + Copy,
+) -> Result<()> {
+    for [a, b] in contrasts {
+        find_arm(arms, a, name_of)?;
+        find_arm(arms, b, name_of)?;
+        if a == b {
+            return Err(super::invalid(
+                "contrasts",
+                format!("[{a}, {b}]"),
+                "two different arms",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `<out_dir>/<arm slug>/seed-<seed>`.
 pub fn run_dir(out_dir: &Path, arm: &str, seed: u64) -> PathBuf {
     out_dir.join(slug(arm)).join(format!("seed-{seed}"))

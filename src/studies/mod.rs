@@ -527,6 +527,46 @@ mod tests {
                 "{name}"
             );
         }
+        // The MAE anchor: 100 epochs of 2,000 images, the default model, every training image
+        // scored for memorisation.
+        let Study::Vision(mae) = shipped("anchor_mae.toml") else {
+            panic!("anchor_mae.toml is not a vision study")
+        };
+        assert_eq!(
+            (mae.seeds.len(), mae.train_images, mae.memorisation_images),
+            (3, Some(2000), 2000)
+        );
+        assert_eq!(mae.train.steps * mae.train.batch_size as u64, 100 * 2000);
+        assert_eq!(2000 % mae.train.batch_size, 0, "no partial batch dropped");
+        assert_eq!(mae.model, vision::VisionStudy::default().model);
+        assert_eq!(mae.contrast_pairs().len(), 1);
+        // The BERT4Rec anchor: the default study's model and schedule, three arms, full ranking.
+        let Study::Recsys(rec) = shipped("anchor_bert4rec.toml") else {
+            panic!("anchor_bert4rec.toml is not a recsys study")
+        };
+        let names: Vec<&str> = rec.arms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["static (k=1)", "static (k=10)", "dynamic"]);
+        assert_eq!((rec.seeds.len(), rec.contrast_pairs().len()), (3, 3));
+        assert!(rec.full_ranking);
+        let base = recsys::RecStudy::default();
+        assert_eq!(
+            (
+                rec.max_len,
+                rec.d_model,
+                rec.n_heads,
+                rec.n_layers,
+                rec.d_ff
+            ),
+            (
+                base.max_len,
+                base.d_model,
+                base.n_heads,
+                base.n_layers,
+                base.d_ff
+            )
+        );
+        assert_eq!((rec.mask_prob, rec.dropout), (base.mask_prob, base.dropout));
+        assert_eq!(rec.train, base.train);
         for name in ["masking_study.toml", "masking_study_reduced.toml"] {
             let Study::Text(s) = shipped(name) else {
                 panic!("{name} is not a text study")

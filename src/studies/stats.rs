@@ -8,7 +8,7 @@
 
 use mask_core::MaskRng;
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, StudentsT};
 
 /// A two-sided 95% interval of a paired mean difference across seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -148,6 +148,95 @@ pub fn verdict(t: &PairedT, holm_p: f64, a: &str, b: &str) -> String {
     }
 }
 
+/// The contrasts a study tests: `declared` (pairs of arm names), or, when it declares none,
+/// every pair (later arm, earlier arm) of `arms` in their order.
+pub fn contrast_pairs(declared: &[[String; 2]], arms: &[&str]) -> Vec<[String; 2]> {
+    if !declared.is_empty() {
+        return declared.to_vec();
+    }
+    let mut pairs = vec![];
+    for (j, b) in arms.iter().enumerate() {
+        for a in &arms[j + 1..] {
+            pairs.push([a.to_string(), b.to_string()]);
+        }
+    }
+    pairs
+}
+
+/// A paired contrast of a metric (an accuracy, a hit ratio, a loss) between two arms, `a - b`,
+/// over the seeds both ran; Holm-corrected across the contrasts it was tested with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricContrast {
+    /// First arm.
+    pub a: String,
+    /// Second arm.
+    pub b: String,
+    /// Per-seed paired differences (a - b), with the 95% t-interval.
+    pub seeds: PairedT,
+    /// Holm-adjusted p-value across the contrasts tested together.
+    pub holm_p: f64,
+    /// `a higher ...`, `a lower ...` or `inconclusive` (the rule of [`verdict`]).
+    pub verdict: String,
+}
+
+/// Paired contrasts `pairs` of a metric given as `(arm, seed, value)` rows, Holm-corrected
+/// together; the verdict reads `a higher {what}` or `a lower {what}` (which direction is better
+/// is the reader's: accuracy up, loss down), or inconclusive. A pair with no seed in common is
+/// left out.
+pub fn metric_contrasts(
+    pairs: &[[String; 2]],
+    rows: &[(&str, u64, f64)],
+    what: &str,
+) -> Vec<MetricContrast> {
+    let mut found = vec![];
+    for [a, b] in pairs {
+        let diffs: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == a)
+            .filter_map(|ra| {
+                let rb = rows.iter().find(|r| r.0 == b && r.1 == ra.1)?;
+                Some(ra.2 - rb.2)
+            })
+            .collect();
+        if !diffs.is_empty() {
+            found.push((a.clone(), b.clone(), paired_t(&diffs)));
+        }
+    }
+    let adjusted = holm(&found.iter().map(|f| f.2.p).collect::<Vec<_>>());
+    found
+        .into_iter()
+        .zip(adjusted)
+        .map(|((a, b, t), holm_p)| {
+            // `verdict` names the lower arm; say it from `a`'s side, with the metric.
+            let verdict = match verdict(&t, holm_p, &a, &b) {
+                v if v == format!("{a} lower") => format!("{a} lower {what}"),
+                v if v == format!("{b} lower") => format!("{a} higher {what}"),
+                v => v,
+            };
+            MetricContrast {
+                a,
+                b,
+                seeds: t,
+                holm_p,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// McNemar's exact test of two classifiers scored on the same items (users): `a_only` items
+/// only the first gets right, `b_only` only the second. Two-sided p-value of "both are equally
+/// often right" = `min(1, 2 P(X <= min(a_only, b_only)))` for `X ~ Binomial(a_only + b_only,
+/// 1/2)`; 1 when there is no discordant item.
+pub fn mcnemar_exact(a_only: u64, b_only: u64) -> f64 {
+    let n = a_only + b_only;
+    if n == 0 {
+        return 1.0;
+    }
+    let x = Binomial::new(0.5, n).expect("p = 0.5 and n >= 1 are valid");
+    (2.0 * x.cdf(a_only.min(b_only))).min(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +313,32 @@ mod tests {
             verdict(&paired_t(&[0.1]), 0.0, "a", "b"),
             "one seed: no interval"
         );
+    }
+
+    /// McNemar by hand: 10 discordant, split 8 / 2: P(X <= 2) = (1 + 10 + 45) / 1024 = 56/1024,
+    /// two-sided 112/1024 = 0.109375; split 9 / 1: (1 + 10) / 1024 x 2 = 0.021484375; an even
+    /// split gives 1 (capped), no discordant pair gives 1.
+    #[test]
+    fn mcnemar_matches_the_binomial_by_hand() {
+        assert!((mcnemar_exact(8, 2) - 112.0 / 1024.0).abs() < 1e-10);
+        assert!((mcnemar_exact(2, 8) - 112.0 / 1024.0).abs() < 1e-10);
+        assert!((mcnemar_exact(9, 1) - 22.0 / 1024.0).abs() < 1e-10);
+        assert_eq!(mcnemar_exact(5, 5), 1.0);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        // 0 / 6: 2 x (1/2)^6 = 0.03125.
+        assert!((mcnemar_exact(0, 6) - 0.03125).abs() < 1e-10);
+    }
+
+    #[test]
+    fn every_pair_when_none_is_declared() {
+        let names = ["a", "b", "c"];
+        let all = contrast_pairs(&[], &names);
+        let want: Vec<[String; 2]> = [["b", "a"], ["c", "a"], ["c", "b"]]
+            .iter()
+            .map(|[x, y]| [x.to_string(), y.to_string()])
+            .collect();
+        assert_eq!(all, want);
+        let declared = vec![["a".to_string(), "c".to_string()]];
+        assert_eq!(contrast_pairs(&declared, &names), declared);
     }
 }

@@ -34,7 +34,9 @@ use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunS
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::probe::{probe_run, PosData, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, mean_std, write_json, write_text};
-use super::stats::{holm, paired_bootstrap, paired_t, verdict, PairedT};
+use super::stats::{
+    holm, metric_contrasts, paired_bootstrap, paired_t, verdict, MetricContrast, PairedT,
+};
 use super::{
     check_fits, forward, invalid, run_parallel, transformer_step_bytes, Existing, Result, Sink,
     StudyError, StudyEvent,
@@ -525,17 +527,8 @@ impl TextStudy {
 
     /// The contrasts to test: `contrasts`, or every pair (later arm, earlier arm) when empty.
     pub fn contrast_pairs(&self) -> Vec<[String; 2]> {
-        if !self.contrasts.is_empty() {
-            return self.contrasts.clone();
-        }
-        let names: Vec<&String> = self.arms.iter().map(|a| &a.name).collect();
-        let mut pairs = vec![];
-        for (j, b) in names.iter().enumerate() {
-            for a in &names[j + 1..] {
-                pairs.push([a.to_string(), b.to_string()]);
-            }
-        }
-        pairs
+        let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+        super::stats::contrast_pairs(&self.contrasts, &names)
     }
 
     fn validate_protocol(&self, vocab: &VocabSpec) -> Result<()> {
@@ -569,17 +562,7 @@ impl TextStudy {
             return Err(invalid("eval_mask_seeds", 0, "at least 1"));
         }
         check_bucket_edges(&self.frequency_buckets)?;
-        for [a, b] in &self.contrasts {
-            self.arm(a)?;
-            self.arm(b)?;
-            if a == b {
-                return Err(invalid(
-                    "contrasts",
-                    format!("[{a}, {b}]"),
-                    "two different arms",
-                ));
-            }
-        }
+        super::arm::check_contrasts(&self.contrasts, &self.arms, |a| &a.name)?;
         if self.jobs == 0 {
             return Err(invalid("jobs", 0, "at least 1"));
         }
@@ -1084,19 +1067,7 @@ pub fn contrasts(study: &TextStudy, runs: &[TextRunResult]) -> Vec<Contrast> {
 
 /// A paired contrast of the POS probe's test accuracy between two arms (a - b, higher is
 /// better), over the seeds both ran; Holm-corrected across the study's contrasts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeContrast {
-    /// First arm.
-    pub a: String,
-    /// Second arm.
-    pub b: String,
-    /// Per-seed paired differences of accuracy (a - b), with the 95% t-interval.
-    pub seeds: PairedT,
-    /// Holm-adjusted p-value across the study's probe contrasts.
-    pub holm_p: f64,
-    /// `a higher`, `b higher` or `inconclusive` (same rule as [`Contrast`]).
-    pub verdict: String,
-}
+pub type ProbeContrast = MetricContrast;
 
 /// The study's contrasts ([`TextStudy::contrast_pairs`]) of POS probe accuracy, over the seeds
 /// both arms were probed; empty when no run was.
@@ -1105,45 +1076,7 @@ pub fn probe_contrasts(study: &TextStudy, runs: &[TextRunResult]) -> Vec<ProbeCo
         .iter()
         .filter_map(|r| Some((r.arm.as_str(), r.seed, r.pos_probe.as_ref()?.accuracy)))
         .collect();
-    accuracy_contrasts(&study.contrast_pairs(), &probed)
-}
-
-/// Paired contrasts `pairs` of accuracies given as `(arm, seed, accuracy)`.
-fn accuracy_contrasts(pairs: &[[String; 2]], probed: &[(&str, u64, f64)]) -> Vec<ProbeContrast> {
-    let mut found = vec![];
-    for [a, b] in pairs {
-        let diffs: Vec<f64> = probed
-            .iter()
-            .filter(|r| r.0 == a)
-            .filter_map(|ra| {
-                let rb = probed.iter().find(|r| r.0 == b && r.1 == ra.1)?;
-                Some(ra.2 - rb.2)
-            })
-            .collect();
-        if !diffs.is_empty() {
-            found.push((a.clone(), b.clone(), paired_t(&diffs)));
-        }
-    }
-    let adjusted = holm(&found.iter().map(|f| f.2.p).collect::<Vec<_>>());
-    found
-        .into_iter()
-        .zip(adjusted)
-        .map(|((a, b, t), holm_p)| {
-            // `verdict` reads "lower" as better (a loss); for accuracy, higher is.
-            let verdict = match verdict(&t, holm_p, &a, &b) {
-                v if v == format!("{a} lower") => format!("{a} lower accuracy"),
-                v if v == format!("{b} lower") => format!("{a} higher accuracy"),
-                v => v,
-            };
-            ProbeContrast {
-                a,
-                b,
-                seeds: t,
-                holm_p,
-                verdict,
-            }
-        })
-        .collect()
+    metric_contrasts(&study.contrast_pairs(), &probed, "accuracy")
 }
 
 /// Everything a text study produced.
@@ -1811,7 +1744,7 @@ mod tests {
             ("c", 7, 0.5),
         ];
         let pair = |a: &str, b: &str| [a.to_string(), b.to_string()];
-        let c = accuracy_contrasts(&[pair("a", "b")], &probed);
+        let c = metric_contrasts(&[pair("a", "b")], &probed, "accuracy");
         assert_eq!(c.len(), 1);
         let half = 4.302653 * 0.01 / 3f64.sqrt();
         assert_eq!(c[0].seeds.n, 3);
@@ -1820,7 +1753,7 @@ mod tests {
         assert!((c[0].seeds.hi - (0.11 + half)).abs() < 1e-6, "{:?}", c[0]);
         assert_eq!(c[0].holm_p, c[0].seeds.p);
         assert_eq!(c[0].verdict, "a higher accuracy");
-        let c = accuracy_contrasts(&[pair("b", "a"), pair("a", "c")], &probed);
+        let c = metric_contrasts(&[pair("b", "a"), pair("a", "c")], &probed, "accuracy");
         assert_eq!(c.len(), 1, "no seed in common with c");
         assert_eq!(c[0].verdict, "b lower accuracy");
         assert!((c[0].seeds.mean + 0.11).abs() < 1e-12);

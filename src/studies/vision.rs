@@ -2,7 +2,9 @@
 //! full IDX files) under static and dynamic patch masking, then score masked-patch
 //! reconstruction on the test images under fixed masks and a linear probe on the frozen
 //! encoder's features, against two baselines: the same probe on a randomly initialised encoder
-//! and on the raw pixels.
+//! and on the raw pixels. Each run also reports its memorisation gap: reconstruction of training
+//! images under the masks it trained on (its last epoch's) against fresh masks, and the study
+//! tests its contrasts with paired per-seed intervals (Holm).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,17 +14,23 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use mask_core::{PatchMask, PatchMaskingConfig, PatchSelectionConfig, Regime};
 use mask_data::image::{fashion_mnist_subset, GreyImage, ImageSet};
+use mask_data::sampler::BatchSchedule;
 use mask_model::config::NormPlacement;
 use mask_model::{TransformerConfig, VitMae, VitMaeConfig};
 use mask_train::tasks::classification::{ClassificationEval, Features, LinearProbeTask};
-use mask_train::tasks::mae::{features, reconstruct, MaeEval, MaeTask, PIXEL_MEAN, PIXEL_STD};
+use mask_train::tasks::mae::{
+    eval_masks, features, reconstruct, MaeEval, MaeTask, PIXEL_MEAN, PIXEL_STD,
+};
 use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start};
+use super::arm::{
+    check_contrasts, check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start,
+};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
-use super::report::{fmt_mean_std, write_json, write_text};
-use super::{forward, invalid, Existing, Result, Sink, StudyError, StudyEvent};
+use super::report::{as_written, fmt_mean_std, write_json, write_text};
+use super::stats::{contrast_pairs, metric_contrasts, MetricContrast};
+use super::{forward, invalid, run_parallel, Existing, Result, Sink, StudyError, StudyEvent};
 
 /// One arm: a name and when masks are redrawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +203,15 @@ pub struct VisionStudy {
     pub grid_images: usize,
     /// Write a checkpoint every this many steps (and at the end). Default: 300
     pub checkpoint_every: u64,
+    /// Training images (the first this many) scored for the memorisation gap; 0 turns it off.
+    /// Default: 2000
+    pub memorisation_images: usize,
+    /// Paired contrasts `[a, b]` (arm names), each tested on test reconstruction MSE, probe
+    /// accuracy and the memorisation gap (a - b per seed). Default: `[]` (every pair)
+    pub contrasts: Vec<[String; 2]>,
+    /// Runs trained at once, each on a thread of its own (results do not depend on it).
+    /// Default: 1
+    pub jobs: usize,
 }
 
 impl Default for VisionStudy {
@@ -236,6 +253,9 @@ impl Default for VisionStudy {
             probe: ProbeConfig::default(),
             grid_images: 8,
             checkpoint_every: 300,
+            memorisation_images: 2000,
+            contrasts: vec![],
+            jobs: 1,
         }
     }
 }
@@ -300,6 +320,10 @@ impl VisionStudy {
         if self.checkpoint_every == 0 {
             return Err(invalid("checkpoint_every", 0, "at least 1"));
         }
+        check_contrasts(&self.contrasts, &self.arms, |a| &a.name)?;
+        if self.jobs == 0 {
+            return Err(invalid("jobs", 0, "at least 1"));
+        }
         let model = self.model.vit_mae(28, 10);
         model.validate()?;
         Ok(())
@@ -326,6 +350,12 @@ impl VisionStudy {
     /// The arm named `name`.
     pub fn arm(&self, name: &str) -> Result<&PatchArm> {
         super::arm::find_arm(&self.arms, name, |a| &a.name)
+    }
+
+    /// The contrasts to test: `contrasts`, or every pair (later arm, earlier arm) when empty.
+    pub fn contrast_pairs(&self) -> Vec<[String; 2]> {
+        let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+        contrast_pairs(&self.contrasts, &names)
     }
 }
 
@@ -402,8 +432,28 @@ pub struct VisionRunResult {
     pub evals: Vec<EvalRecord<MaeEval>>,
     /// Linear probe on the frozen encoder.
     pub probe: ClassificationEval,
+    /// The memorisation gap (absent when `memorisation_images` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memorisation: Option<Memorisation>,
     /// Wall time of pretraining + probe in this session, seconds (not reproducible).
     pub seconds: f64,
+}
+
+/// How much better a run reconstructs training images under the masks it trained on than
+/// under fresh ones: a static arm that memorised its masks shows a positive gap.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Memorisation {
+    /// Training images scored (the first ones).
+    pub images: usize,
+    /// The training epoch whose masks were used (the last one trained; a static arm's masks
+    /// are the same in every epoch of its cycle).
+    pub epoch: u64,
+    /// Reconstruction under those training masks.
+    pub train_masks: MaeEval,
+    /// Reconstruction under fresh masks (the evaluation seed's, never trained on).
+    pub fresh_masks: MaeEval,
+    /// `fresh_masks.recon_mse - train_masks.recon_mse` (normalised pixels).
+    pub gap: f64,
 }
 
 /// Baselines of one seed.
@@ -432,6 +482,72 @@ pub struct VisionResults {
     pub baselines: Vec<VisionBaselines>,
     /// One result per arm and seed.
     pub runs: Vec<VisionRunResult>,
+    /// The paired contrasts (a - b per seed, Holm across the study's contrasts per metric).
+    #[serde(default)]
+    pub contrasts: VisionContrasts,
+}
+
+/// A vision study's paired contrasts, one list per metric.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisionContrasts {
+    /// Test masked-patch MSE (normalised pixels) under the fixed evaluation masks.
+    pub recon_mse: Vec<MetricContrast>,
+    /// Linear-probe test accuracy.
+    pub probe_accuracy: Vec<MetricContrast>,
+    /// The memorisation gap.
+    pub memorisation_gap: Vec<MetricContrast>,
+}
+
+/// The study's contrasts ([`VisionStudy::contrast_pairs`]) over the seeds both arms ran.
+pub fn vision_contrasts(study: &VisionStudy, runs: &[VisionRunResult]) -> VisionContrasts {
+    let pairs = study.contrast_pairs();
+    let by = |f: &dyn Fn(&VisionRunResult) -> Option<f64>, what: &str| {
+        let rows: Vec<(&str, u64, f64)> = runs
+            .iter()
+            .filter_map(|r| Some((r.arm.as_str(), r.seed, f(r)?)))
+            .collect();
+        metric_contrasts(&pairs, &rows, what)
+    };
+    VisionContrasts {
+        recon_mse: by(
+            &|r| r.evals.last().map(|e| e.metrics.recon_mse),
+            "reconstruction MSE",
+        ),
+        probe_accuracy: by(&|r| Some(r.probe.report.accuracy), "probe accuracy"),
+        memorisation_gap: by(&|r| r.memorisation.map(|m| m.gap), "memorisation gap"),
+    }
+}
+
+/// The memorisation gap of `model`, trained as `arm` with `seed` for `study.train.steps`
+/// steps, on the first `study.memorisation_images` training images (`None` when 0).
+pub fn memorisation<B: burn::tensor::backend::Backend>(
+    study: &VisionStudy,
+    data: &VisionData,
+    arm: &PatchArm,
+    seed: u64,
+    model: &VitMae<B>,
+    device: &B::Device,
+) -> Result<Option<Memorisation>> {
+    let n = study.memorisation_images.min(data.train.len());
+    if n == 0 {
+        return Ok(None);
+    }
+    let schedule = BatchSchedule::new(data.train.len(), study.train.batch_size, seed)?;
+    let epoch = schedule.epoch_of(study.train.steps.saturating_sub(1));
+    let masker = study.masking(arm, data.grid).build()?;
+    let trained: Vec<PatchMask> = (0..n as u64).map(|i| masker.mask(seed, epoch, i)).collect();
+    let plain = PatchMaskingConfig::new(data.grid, data.grid, study.selection);
+    let fresh = eval_masks(&plain, study.eval_seed, n)?;
+    let images = data.train.take(n);
+    let train_masks = reconstruct(model, &images, &trained, 0, device)?.eval;
+    let fresh_masks = reconstruct(model, &images, &fresh, 0, device)?.eval;
+    Ok(Some(Memorisation {
+        images: n,
+        epoch,
+        train_masks,
+        fresh_masks,
+        gap: fresh_masks.recon_mse - train_masks.recon_mse,
+    }))
 }
 
 /// Trains and scores a linear probe on features of `model`'s frozen encoder (or, with `None`,
@@ -502,8 +618,10 @@ pub fn pretrain<B: AutodiffBackend>(
     )
 }
 
-/// Runs the baselines and every arm over every seed; writes `results.json`, `report.md`,
-/// `curves.svg` and `mae_grid.png` to `out_dir`.
+/// Runs the baselines (per seed, in order), then every arm over every seed (`jobs` at a
+/// time); writes `results.json`, `report.md`, `curves.svg` and `mae_grid.png` to `out_dir`.
+/// `Existing::Rescore` scores finished runs again from their final checkpoints, keeping their
+/// training record.
 pub fn run_study<B: AutodiffBackend>(
     study: &VisionStudy,
     existing: Existing,
@@ -524,15 +642,11 @@ pub fn run_study<B: AutodiffBackend>(
         data.grid
     )));
     let shown = study.grid_images.min(data.test.len());
+    let masks = data.task(study, &study.arms[0])?.eval_masks().to_vec();
     let mut baselines = vec![];
-    let mut runs = vec![];
-    let mut grid_rows: Vec<Vec<Vec<f32>>> = vec![];
-    let mut masks: Vec<PatchMask> = vec![];
-    for (k, &seed) in study.seeds.iter().enumerate() {
+    for &seed in &study.seeds {
         <B as burn::tensor::backend::Backend>::seed(device, seed);
         let init = data.model.init::<B>(device)?.valid();
-        let eval_task = data.task(study, &study.arms[0])?;
-        masks = eval_task.eval_masks().to_vec();
         let random_init_recon = reconstruct(&init, &data.test, &masks, 0, device)?.eval;
         let random_init_probe = probe::<B>(study, &data, Some(&init), seed, device, sink)?;
         let raw_pixel_probe = probe::<B>(study, &data, None, seed, device, sink)?;
@@ -542,59 +656,89 @@ pub fn run_study<B: AutodiffBackend>(
             random_init_probe,
             raw_pixel_probe,
         });
-        for arm in &study.arms {
-            let dir = run_dir(&out, &arm.name, seed);
-            let label = format!("{} / seed {seed}", arm.name);
-            let reused = match (existing, plan_run::<VisionRunResult>(&dir, existing)) {
-                (Existing::Resume, Ok(RunPlan::Finished(_, r))) => Some(r),
-                _ => None,
-            };
-            let started = Instant::now();
-            let spec = RunSpec {
-                seed,
-                start: Start::Existing(existing),
-                policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
-                nodes: None,
-            };
-            let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
-            let model = learner.model().valid();
-            if k == 0 {
-                grid_rows.push(reconstruct(&model, &data.test, &masks, shown, device)?.shown);
-            }
-            let result = match reused {
-                Some(r) => {
-                    sink(StudyEvent::RunFinished {
-                        run: &label,
-                        reused: true,
-                    });
-                    r
+    }
+    let first_seed = study.seeds[0];
+    let items: Vec<(u64, &PatchArm)> = study
+        .seeds
+        .iter()
+        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
+        .collect();
+    let done = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
+        let dir = run_dir(&out, &arm.name, seed);
+        let label = format!("{} / seed {seed}", arm.name);
+        let finished = match existing {
+            Existing::Resume | Existing::Rescore => {
+                match plan_run::<VisionRunResult>(&dir, existing)? {
+                    RunPlan::Finished(_, r) => Some(r),
+                    _ => None,
                 }
-                None => {
-                    let probe = probe::<B>(study, &data, Some(&model), seed, device, sink)?;
-                    let r = VisionRunResult {
+            }
+            _ => None,
+        };
+        let started = Instant::now();
+        let spec = RunSpec {
+            seed,
+            start: Start::Existing(existing),
+            policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
+            nodes: None,
+        };
+        // Fitting a finished run again does no step.
+        let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
+        let model = learner.model().valid();
+        let grid = if seed == first_seed {
+            Some(reconstruct(&model, &data.test, &masks, shown, device)?.shown)
+        } else {
+            None
+        };
+        let result = match (existing, finished) {
+            (Existing::Resume, Some(r)) => {
+                sink(StudyEvent::RunFinished {
+                    run: &label,
+                    reused: true,
+                });
+                return Ok((r, grid));
+            }
+            (_, finished) => {
+                let memorisation = memorisation(study, &data, arm, seed, &model, device)?;
+                let r = match finished {
+                    // Re-scored: the probe and gap again, the training record kept.
+                    Some(old) => VisionRunResult {
+                        probe: probe::<B>(study, &data, Some(&model), seed, device, sink)?,
+                        memorisation,
+                        ..old
+                    },
+                    None => VisionRunResult {
                         arm: arm.name.clone(),
                         seed,
                         history: learner.state().history.clone(),
                         evals: learner.state().evals.clone(),
-                        probe,
+                        probe: probe::<B>(study, &data, Some(&model), seed, device, sink)?,
+                        memorisation,
                         seconds: started.elapsed().as_secs_f64(),
-                    };
-                    write_json(&dir.join("result.json"), &r)?;
-                    sink(StudyEvent::RunFinished {
-                        run: &label,
-                        reused: false,
-                    });
-                    r
-                }
-            };
-            runs.push(result);
-        }
+                    },
+                };
+                write_json(&dir.join("result.json"), &r)?;
+                sink(StudyEvent::RunFinished {
+                    run: &label,
+                    reused: false,
+                });
+                r
+            }
+        };
+        Ok((as_written(result)?, grid))
+    })?;
+    let mut runs = vec![];
+    let mut grid_rows: Vec<Vec<Vec<f32>>> = vec![];
+    for (r, grid) in done {
+        grid_rows.extend(grid);
+        runs.push(r);
     }
     let results = VisionResults {
         study: study.clone(),
         train_images: data.train.len(),
         test_images: data.test.len(),
         baselines,
+        contrasts: vision_contrasts(study, &runs),
         runs,
     };
     write_json(&out.join("results.json"), &results)?;
@@ -624,7 +768,8 @@ pub fn panels(results: &VisionResults) -> Vec<Panel> {
     }]
 }
 
-/// The results as a Markdown table (mean ± std over seeds).
+/// The results as Markdown: reconstruction and probe per encoder beside the baselines, the
+/// memorisation gap per arm (mean ± std over seeds), then the paired contrasts.
 pub fn results_table(r: &VisionResults) -> String {
     let mut s = String::from(
         "| encoder | masked-patch MSE (norm. pixels) | masked-patch MSE (pixels) | probe accuracy (%) | probe macro F1 (%) |\n|---|---|---|---|---|\n",
@@ -642,8 +787,10 @@ pub fn results_table(r: &VisionResults) -> String {
         fmt_mean_std(&b(|x| x.random_init_probe.report.accuracy), 100.0, 1),
         fmt_mean_std(&b(|x| x.random_init_probe.report.macro_f1), 100.0, 1),
     );
+    let of_arm =
+        |name: &str| -> Vec<&VisionRunResult> { r.runs.iter().filter(|x| x.arm == name).collect() };
     for arm in &r.study.arms {
-        let runs: Vec<&VisionRunResult> = r.runs.iter().filter(|x| x.arm == arm.name).collect();
+        let runs = of_arm(&arm.name);
         let last = |f: fn(&MaeEval) -> f64| {
             runs.iter()
                 .filter_map(|x| x.evals.last().map(|e| f(&e.metrics)))
@@ -660,6 +807,49 @@ pub fn results_table(r: &VisionResults) -> String {
             fmt_mean_std(&p(|c| c.report.accuracy), 100.0, 1),
             fmt_mean_std(&p(|c| c.report.macro_f1), 100.0, 1),
         );
+    }
+    if r.runs.iter().any(|x| x.memorisation.is_some()) {
+        s += "\nMemorisation gap: masked-patch MSE (normalised pixels) on training images under the masks of the last training epoch vs fresh masks (gap = fresh - trained; positive = the run reconstructs its own masks better).\n\n| arm | images | trained masks | fresh masks | gap |\n|---|---|---|---|---|\n";
+        for arm in &r.study.arms {
+            let m: Vec<Memorisation> = of_arm(&arm.name)
+                .iter()
+                .filter_map(|x| x.memorisation)
+                .collect();
+            let Some(first) = m.first() else { continue };
+            let v = |f: fn(&Memorisation) -> f64| m.iter().map(f).collect::<Vec<_>>();
+            s += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                arm.name,
+                first.images,
+                fmt_mean_std(&v(|x| x.train_masks.recon_mse), 1.0, 4),
+                fmt_mean_std(&v(|x| x.fresh_masks.recon_mse), 1.0, 4),
+                fmt_mean_std(&v(|x| x.gap), 1.0, 4),
+            );
+        }
+    }
+    let c = &r.contrasts;
+    let rows: Vec<(&str, &MetricContrast, f64, usize)> = [
+        ("test reconstruction MSE", &c.recon_mse, 1.0, 4),
+        ("probe accuracy (points)", &c.probe_accuracy, 100.0, 2),
+        ("memorisation gap", &c.memorisation_gap, 1.0, 4),
+    ]
+    .into_iter()
+    .flat_map(|(what, list, k, d)| list.iter().map(move |m| (what, m, k, d)))
+    .collect();
+    if !rows.is_empty() {
+        s += "\nPaired contrasts (a - b per seed, 95% t-interval, Holm across the study's contrasts of each metric):\n\n| contrast | metric | mean | 95% interval | Holm p | reading |\n|---|---|---|---|---|---|\n";
+        for (what, m, k, d) in rows {
+            s += &format!(
+                "| {} - {} | {what} | {:+.d$} | [{:+.d$}, {:+.d$}] | {:.3} | {} |\n",
+                m.a,
+                m.b,
+                m.seeds.mean * k,
+                m.seeds.lo * k,
+                m.seeds.hi * k,
+                m.holm_p,
+                m.verdict
+            );
+        }
     }
     s
 }
