@@ -185,7 +185,7 @@ impl WithBackend for Job {
         let all_random = CorruptionConfig {
             mask_replace_prob: 0.0,
             random_replace_prob: 1.0,
-            per_unit: false,
+            ..CorruptionConfig::default()
         };
         let task = ReplacedTokens {
             model: TokenClassifierConfig::new(

@@ -511,6 +511,12 @@ mod tests {
                 &[0, 1, 2],
                 4,
             ),
+            (
+                "anchor_wettig.toml",
+                &["15%", "40%", "40% corrupt / 15% predict", "15% x2.7 steps"],
+                &[0, 1, 2],
+                4,
+            ),
         ] {
             let Study::Text(s) = shipped(name) else {
                 panic!("{name} is not a text study")
@@ -527,6 +533,18 @@ mod tests {
                 "{name}"
             );
         }
+        // Wettig's controls: 15% of the tokens predicted at 40% corruption; 15% trained for as
+        // many predictions as 40% (683 x 0.15 = 256 x 0.40 = 102.4 per token position).
+        let Study::Text(w) = shipped("anchor_wettig.toml") else {
+            panic!("anchor_wettig.toml is not a text study")
+        };
+        let (subset, longer) = (&w.arms[2], &w.arms[3]);
+        let rate = subset.rate.rate_at(0) * subset.corruption.predict_prob;
+        assert!((rate - 0.15).abs() < 1e-12, "{rate}");
+        assert_eq!((w.train_config(longer, 0).steps, w.train.steps), (683, 256));
+        let predictions =
+            |arm: &text::ArmConfig| w.train_config(arm, 0).steps as f64 * arm.rate.rate_at(0);
+        assert!((predictions(longer) - predictions(&w.arms[1])).abs() < 0.1);
         // The MAE anchor: 100 epochs of 2,000 images, the default model, every training image
         // scored for memorisation.
         let Study::Vision(mae) = shipped("anchor_mae.toml") else {

@@ -63,9 +63,26 @@ pub struct ArmConfig {
     /// Static or dynamic. Default: dynamic
     #[serde(default)]
     pub regime: Regime,
+    /// This arm trains `round(train.steps * steps_factor)` steps, its learning-rate schedule
+    /// stretched to them (Wettig et al.'s "15% trained 2.7x longer" control: 8/3). Default: 1
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub steps_factor: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl ArmConfig {
+    /// Training steps of this arm when the study trains `steps`.
+    pub fn steps(&self, steps: u64) -> u64 {
+        (steps as f64 * self.steps_factor).round() as u64
+    }
+
     /// The masking config of this arm over `vocab`.
     pub fn masking(&self, vocab: VocabSpec) -> MaskingConfig {
         MaskingConfig::new(vocab)
@@ -104,7 +121,7 @@ impl EvalMaskConfig {
             CorruptionConfig {
                 mask_replace_prob: 1.0,
                 random_replace_prob: 0.0,
-                per_unit: false,
+                ..CorruptionConfig::default()
             }
         } else {
             CorruptionConfig::default()
@@ -339,6 +356,7 @@ impl Default for TextStudy {
             rate: RateSchedule::default(),
             corruption: CorruptionConfig::default(),
             regime,
+            steps_factor: 1.0,
         };
         Self {
             kind: "text".into(),
@@ -506,6 +524,15 @@ impl TextStudy {
         // and mask something: an MLM arm at rate 0 has no loss.
         let vocab = VocabSpec::new(self.vocab_size as u32, 4, vec![0, 1, 2, 3, 4]);
         for arm in &self.arms {
+            if !(arm.steps_factor.is_finite() && arm.steps_factor > 0.0)
+                || arm.steps(self.train.steps) == 0
+            {
+                return Err(invalid(
+                    "arms.steps_factor",
+                    format!("{} in arm `{}`", arm.steps_factor, arm.name),
+                    "> 0, leaving at least one step",
+                ));
+            }
             arm.rate.validate()?;
             arm.regime.validate()?;
             arm.corruption.build(&vocab)?;
@@ -513,7 +540,8 @@ impl TextStudy {
                 Ok(_) | Err(mask_core::MaskError::MissingResource { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let (r0, r1) = (arm.rate.rate_at(0), arm.rate.rate_at(self.train.steps));
+            let last = arm.steps(self.train.steps);
+            let (r0, r1) = (arm.rate.rate_at(0), arm.rate.rate_at(last));
             if r0 <= 0.0 || r1 <= 0.0 {
                 return Err(invalid(
                     "arms.rate",
@@ -574,10 +602,11 @@ impl TextStudy {
         super::arm::find_arm(&self.arms, name, |a| &a.name)
     }
 
-    /// The pretraining config of a run with `seed`.
-    pub fn train_config(&self, seed: u64) -> TrainConfig {
+    /// The pretraining config of `arm`'s run with `seed` (its steps scaled by `steps_factor`).
+    pub fn train_config(&self, arm: &ArmConfig, seed: u64) -> TrainConfig {
         TrainConfig {
             seed,
+            steps: arm.steps(self.train.steps),
             ..self.train.clone()
         }
     }
@@ -1195,7 +1224,7 @@ pub fn pretrain<B: AutodiffBackend>(
 ) -> Result<Learner<B, MlmTask>> {
     let dir = run_dir(Path::new(&study.out_dir), &arm.name, spec.seed);
     let label = format!("{} / seed {}", arm.name, spec.seed);
-    let config = study.train_config(spec.seed);
+    let config = study.train_config(arm, spec.seed);
     train_run(
         &dir,
         data.mlm_task(arm)?,
@@ -1681,6 +1710,32 @@ mod tests {
         let bad = text.replace("steps = 384", "steps = \"many\"");
         let err = Study::from_toml(&bad).unwrap_err();
         assert!(err.contains("line 41") && err.contains("many"), "{err}");
+    }
+
+    /// `steps_factor` scales one arm's steps (rounded; the others keep the study's) and its
+    /// decaying rate is checked at its own last step; a factor leaving no step is refused.
+    #[test]
+    fn an_arm_can_train_longer_than_the_study() {
+        let mut s = TextStudy::default();
+        s.arms[2].steps_factor = 8.0 / 3.0;
+        assert_eq!(s.train_config(&s.arms[2], 5).steps, 1024); // 384 x 8/3
+        assert_eq!(s.train_config(&s.arms[2], 5).seed, 5);
+        assert_eq!(s.train_config(&s.arms[0], 5).steps, 384);
+        s.arms[2].steps_factor = 0.5 / 384.0 * 0.9; // rounds to 0 steps
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("steps_factor") && err.contains("dynamic"),
+            "{err}"
+        );
+        s.arms[2].steps_factor = f64::NAN;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("steps_factor"));
+        // Serialized only when it is not 1: older results files compare equal.
+        let json = serde_json::to_string(&TextStudy::default().arms[0]).unwrap();
+        assert!(!json.contains("steps_factor"), "{json}");
     }
 
     /// Regression (run-state issue, findings 4 and 5): `mask_prob = 0`, `eval_docs = 0` and the

@@ -22,6 +22,13 @@ pub struct CorruptionConfig {
     /// Default: false
     #[serde(default)]
     pub per_unit: bool,
+    /// Probability that a chosen (corrupted) position is also predicted, i.e. gets a label;
+    /// the others are corrupted as usual but carry no loss. Below 1 it separates the corruption
+    /// rate from the prediction rate (Wettig et al. 2023: corrupt 40%, predict 15% is
+    /// `predict_prob = 0.375` at rate 0.4). Decided per position, after its corruption, from the
+    /// same stream; at 1 nothing is drawn, so the stream is the one without it. Default: 1
+    #[serde(default = "default_predict_prob")]
+    pub predict_prob: f64,
 }
 
 fn default_mask_replace_prob() -> f64 {
@@ -30,6 +37,9 @@ fn default_mask_replace_prob() -> f64 {
 fn default_random_replace_prob() -> f64 {
     0.1
 }
+fn default_predict_prob() -> f64 {
+    1.0
+}
 
 impl Default for CorruptionConfig {
     fn default() -> Self {
@@ -37,6 +47,7 @@ impl Default for CorruptionConfig {
             mask_replace_prob: default_mask_replace_prob(),
             random_replace_prob: default_random_replace_prob(),
             per_unit: false,
+            predict_prob: default_predict_prob(),
         }
     }
 }
@@ -48,6 +59,7 @@ impl CorruptionConfig {
             mask_replace_prob: 1.0,
             random_replace_prob: 0.0,
             per_unit: false,
+            predict_prob: 1.0,
         }
     }
 
@@ -59,6 +71,13 @@ impl CorruptionConfig {
             return Err(MaskError::SplitSumExceedsOne {
                 mask_replace_prob: self.mask_replace_prob,
                 random_replace_prob: self.random_replace_prob,
+            });
+        }
+        if !(self.predict_prob.is_finite() && self.predict_prob > 0.0 && self.predict_prob <= 1.0) {
+            return Err(MaskError::InvalidValue {
+                field: "predict_prob",
+                value: self.predict_prob.to_string(),
+                expected: "a probability in (0, 1]: a chosen position is predicted with it",
             });
         }
         let random_ids = vocab.build()?;
@@ -77,6 +96,7 @@ impl CorruptionConfig {
             random_ids,
             t_mask,
             t_random,
+            t_predict: (self.predict_prob < 1.0).then(|| threshold_u32(self.predict_prob)),
         })
     }
 }
@@ -91,6 +111,8 @@ pub struct Corruption {
     t_mask: u64,
     /// `t_mask <= u < t_random` -> random token; else keep.
     t_random: u64,
+    /// `u < t_predict` -> the position gets a label; `None`: always, nothing drawn.
+    t_predict: Option<u64>,
 }
 
 /// What happens to one chosen position.
@@ -144,7 +166,8 @@ impl Corruption {
     /// Corrupts `spans` of `ids` into `out_ids` / `out_labels`.
     ///
     /// `out_ids` must already hold a copy of `ids` and `out_labels` be filled with
-    /// [`IGNORE_INDEX`]; only chosen positions are written. Returns the number of labels set.
+    /// [`IGNORE_INDEX`]; only chosen positions are written. Returns the number of labels set
+    /// (every chosen position at `predict_prob = 1`).
     #[inline]
     pub fn apply(
         &self,
@@ -159,14 +182,16 @@ impl Corruption {
         for span in spans {
             let unit_action = self.config.per_unit.then(|| self.action(rng));
             for pos in span.range() {
-                out_labels[pos] = ids[pos] as i32;
                 let action = match unit_action {
                     Some(a) => a,
                     None => self.action(rng),
                 };
                 self.apply_one(action, pos, out_ids, rng);
+                if self.t_predict.is_none_or(|t| (rng.next_u32() as u64) < t) {
+                    out_labels[pos] = ids[pos] as i32;
+                    n += 1;
+                }
             }
-            n += span.len as usize;
         }
         n
     }
@@ -185,7 +210,7 @@ mod tests {
         let bad = CorruptionConfig {
             mask_replace_prob: 0.8,
             random_replace_prob: 0.3,
-            per_unit: false,
+            ..Default::default()
         };
         assert!(matches!(
             bad.build(&vocab()),
@@ -217,6 +242,7 @@ mod tests {
             mask_replace_prob: 0.5,
             random_replace_prob: 0.0,
             per_unit: true,
+            predict_prob: 1.0,
         }
         .build(&vocab())
         .unwrap();

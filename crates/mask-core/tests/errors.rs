@@ -17,15 +17,25 @@ fn invalid_configs_are_refused_with_field_and_value() {
     let e = build_err(base().with_corruption(CorruptionConfig {
         mask_replace_prob: 0.9,
         random_replace_prob: 0.2,
-        per_unit: false,
+        ..CorruptionConfig::default()
     }));
     assert!(e.contains("0.9 + 0.2"), "{e}");
     let e = build_err(base().with_corruption(CorruptionConfig {
         mask_replace_prob: 0.8,
         random_replace_prob: f64::NAN,
-        per_unit: false,
+        ..CorruptionConfig::default()
     }));
     assert!(e.contains("random_replace_prob"), "{e}");
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let e = build_err(base().with_corruption(CorruptionConfig {
+            predict_prob: bad,
+            ..CorruptionConfig::default()
+        }));
+        assert!(
+            e.contains("predict_prob") && e.contains(&bad.to_string()),
+            "{e}"
+        );
+    }
     let e = build_err(MaskingConfig::new(VocabSpec::new(100, 100, vec![])));
     assert!(e.contains("mask_token_id") && e.contains("100"), "{e}");
     let e = build_err(MaskingConfig::new(VocabSpec::new(2, 0, vec![1])));

@@ -438,6 +438,7 @@ fn corruption_and_pmi_accessors() {
         mask_replace_prob: 0.5,
         random_replace_prob: 0.25,
         per_unit: true,
+        predict_prob: 0.5,
     };
     assert_eq!(cfg.build(&vocab).unwrap().config(), &cfg);
 

@@ -69,6 +69,7 @@ fn arb_corruption() -> impl Strategy<Value = CorruptionConfig> {
         mask_replace_prob: m,
         random_replace_prob: r * (1.0 - m),
         per_unit,
+        predict_prob: 1.0,
     })
 }
 

@@ -50,6 +50,7 @@ fn all_configs() -> Vec<MaskingConfig> {
                 mask_replace_prob: 0.7,
                 random_replace_prob: 0.2,
                 per_unit: (i + j) % 2 == 0,
+                predict_prob: if i == 0 { 1.0 } else { 0.375 },
             };
             out.push(
                 MaskingConfig::new(vocab())

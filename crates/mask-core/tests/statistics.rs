@@ -151,6 +151,52 @@ fn corruption_split_is_80_10_10() {
     assert_binomial("keep share", kept, chosen, 0.1 + 0.1 * same);
 }
 
+/// Wettig et al.'s "corrupt 40%, predict 15%": with `predict_prob = 0.375` the chosen positions
+/// are those of `predict_prob = 1` (selection draws first, from the same stream), each is still
+/// corrupted 80/10/10 whether labelled or not, and the labelled ones are a subset holding
+/// 0.375 of them, 15% of the eligible tokens.
+#[test]
+fn predict_prob_labels_a_subset_of_the_corrupted_positions() {
+    let c = corpus(3000, 128, 6);
+    let all = policy(
+        SelectionConfig::Bernoulli {},
+        RateSchedule::constant(0.4),
+        CorruptionConfig::default(),
+    );
+    let some = policy(
+        SelectionConfig::Bernoulli {},
+        RateSchedule::constant(0.4),
+        CorruptionConfig {
+            predict_prob: 0.375,
+            ..CorruptionConfig::default()
+        },
+    );
+    let (chosen, full) = count_chosen(&all, &c, 0);
+    let (labelled, part) = count_chosen(&some, &c, 0);
+    let mut masked = 0;
+    for (r, (f, p)) in full.iter().zip(&part).enumerate() {
+        let ex = c.example(r);
+        let chosen_here = f.masked_positions();
+        for pos in p.masked_positions() {
+            assert!(
+                chosen_here.contains(&pos),
+                "row {r}: label at unchosen {pos}"
+            );
+            assert_eq!(p.labels[pos], ex.ids[pos] as i32);
+        }
+        for (pos, &id) in p.input_ids.iter().enumerate() {
+            if !chosen_here.contains(&pos) {
+                assert_eq!(id, ex.ids[pos], "row {r}: unchosen {pos} changed");
+            } else if id == MASK {
+                masked += 1;
+            }
+        }
+    }
+    assert_binomial("predicted share of chosen", labelled, chosen, 0.375);
+    assert_binomial("mask share of all chosen", masked, chosen, 0.8);
+    assert_binomial("predicted share of eligible", labelled, c.eligible(), 0.15);
+}
+
 #[test]
 fn whole_word_rate_is_per_word() {
     let c = corpus(3000, 128, 4);
