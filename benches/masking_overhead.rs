@@ -30,7 +30,7 @@ fn overhead<B: AutodiffBackend>(c: &mut Criterion, name: &str, device: B::Device
     // A long run cut to its first STEPS steps: no evaluation falls inside.
     let config = TrainConfig {
         steps: 512,
-        ..study.train_config(0)
+        ..study.train_config(&study.arms[2], 0)
     };
     let pre: Vec<_> = (0..STEPS)
         .map(|s| TrainTask::<B>::batch(&mut task.clone(), 0, s, config.batch_size).unwrap())

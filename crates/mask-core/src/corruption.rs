@@ -26,8 +26,10 @@ pub struct CorruptionConfig {
     /// the others are corrupted as usual but carry no loss. Below 1 it separates the corruption
     /// rate from the prediction rate (Wettig et al. 2023: corrupt 40%, predict 15% is
     /// `predict_prob = 0.375` at rate 0.4). Decided per position, after its corruption, from the
-    /// same stream; at 1 nothing is drawn, so the stream is the one without it. Default: 1
-    #[serde(default = "default_predict_prob")]
+    /// same stream; at 1 nothing is drawn, so the stream is the one without it. Serialized only
+    /// when below 1, so configs (and the settings recorded in checkpoints) written before the
+    /// field existed still compare equal. Default: 1
+    #[serde(default = "default_predict_prob", skip_serializing_if = "is_one")]
     pub predict_prob: f64,
 }
 
@@ -39,6 +41,9 @@ fn default_random_replace_prob() -> f64 {
 }
 fn default_predict_prob() -> f64 {
     1.0
+}
+fn is_one(p: &f64) -> bool {
+    *p == 1.0
 }
 
 impl Default for CorruptionConfig {
@@ -234,6 +239,24 @@ mod tests {
         ));
         // Without random replacement an all-special vocabulary is fine.
         assert!(CorruptionConfig::mask_only().build(&all_special).is_ok());
+    }
+
+    /// A checkpoint written before `predict_prob` existed records the masking config without
+    /// it; the default must serialize the same way, or such runs could not be resumed.
+    #[test]
+    fn the_default_predict_prob_is_not_serialized() {
+        let json = serde_json::to_value(CorruptionConfig::default()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"mask_replace_prob": 0.8, "random_replace_prob": 0.1, "per_unit": false})
+        );
+        let some = CorruptionConfig {
+            predict_prob: 0.375,
+            ..CorruptionConfig::default()
+        };
+        let back: CorruptionConfig =
+            serde_json::from_value(serde_json::to_value(some).unwrap()).unwrap();
+        assert_eq!(back, some);
     }
 
     #[test]
