@@ -44,8 +44,9 @@ pub enum AttnMaskConfig {
     /// Bidirectional prefix, causal continuation: `prefix_len` for every example, or the
     /// `prefix_lengths` input when absent.
     PrefixLm {
-        /// Fixed prefix length. Default: from the inputs
-        #[serde(default)]
+        /// Fixed prefix length. Default: from the inputs (absent from the serialized config:
+        /// TOML has no null)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix_len: Option<usize>,
     },
     /// The seed's rule: excluded positions hidden as queries and keys (`excluded` input).

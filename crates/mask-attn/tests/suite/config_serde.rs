@@ -59,6 +59,20 @@ fn configs_round_trip_and_build() {
         let mask = cfg.build(&inputs).unwrap();
         TileMap::build(&*mask, 2, 2, 5, 5, 2, 2).unwrap();
     }
+    // Every config, including a prefix-LM that reads its lengths from the inputs, writes as
+    // TOML (which has no null) and JSON without nulls, and reads back unchanged.
+    let mut every = all();
+    every.push(AttnMaskConfig::PrefixLm { prefix_len: None });
+    for cfg in every {
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<AttnMaskConfig>(&text).unwrap(),
+            cfg,
+            "{text}"
+        );
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("null"), "{json}");
+    }
     let toml_text = "type = \"and\"\nmasks = [{ type = \"key_padding\" }, { type = \"sliding_window\", window = 128 }]\n";
     let cfg: AttnMaskConfig = toml::from_str(toml_text).unwrap();
     assert_eq!(
