@@ -9,7 +9,8 @@
 //!   embeddings + learned / sinusoidal / rotary positions).
 //! - Heads: [`MlmModel`] (BERT head tied to the token embedding), [`ClassifierModel`] (CLS or
 //!   mean pooling), [`TokenClassifierModel`] (a class per token: tagging),
-//!   [`CausalLmModel`] (decoder-only, causal by construction).
+//!   [`CausalLmModel`] (decoder-only, causal by construction), [`SharedEncoderModel`] (one
+//!   encoder, several prediction heads and token classifiers: multi-task and UniLM training).
 //! - Other front ends: [`VitMae`] (ViT patches, MAE decoder, classification head) and
 //!   [`Bert4Rec`] (item sequences).
 //! - [`checkpoint`]: atomic, checksummed checkpoints that refuse a mismatched config;
@@ -31,6 +32,7 @@ pub mod export;
 pub mod init;
 pub mod loss;
 pub mod mlm;
+pub mod multitask;
 pub mod position;
 pub mod tagger;
 pub mod vit_mae;
@@ -47,6 +49,7 @@ pub use export::{hf_bert_config, import_hf_bert_mlm, NamedTensors, HF_BERT_NAMES
 pub use init::materialize;
 pub use loss::{masked_lm_loss, masked_patch_mse, token_cross_entropy, MaskedTargets};
 pub use mlm::{MlmConfig, MlmHead, MlmModel};
+pub use multitask::{SharedEncoderConfig, SharedEncoderModel, TaggerHead};
 pub use tagger::{TokenClassifierConfig, TokenClassifierModel};
 pub use vit_mae::{MaeIndices, MaeOutput, VitMae, VitMaeConfig};
 

@@ -34,7 +34,8 @@ pub struct MlmHead<B: Backend> {
 }
 
 impl<B: Backend> MlmHead<B> {
-    pub(crate) fn new(config: &TextEncoderConfig, device: &B::Device) -> Self {
+    /// A fresh head for `config`'s encoder: transform `N(0, init_std)`, norm 1/0, bias 0.
+    pub fn new(config: &TextEncoderConfig, device: &B::Device) -> Self {
         let t = &config.transformer;
         Self {
             transform: linear(t.d_model, t.d_model, t.init_std, true, device),

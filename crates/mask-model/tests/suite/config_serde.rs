@@ -83,6 +83,31 @@ fn invalid_fields_are_named() {
     assert!(err.to_string().starts_with("`patch_size` = 5"), "{err}");
     let err = Bert4RecConfig::new(0).init::<B>(&dev()).unwrap_err();
     assert!(err.to_string().starts_with("`n_items` = 0"), "{err}");
+    let err = SharedEncoderConfig::new(base(), 0, vec![])
+        .init::<B>(&dev())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("`lm_heads` = 0"), "{err}");
+    let err = SharedEncoderConfig::new(base(), 1, vec![7, 1])
+        .init::<B>(&dev())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("`taggers` = 1"), "{err}");
+    // A head that does not exist is an error naming it, not a panic.
+    let model = SharedEncoderConfig::new(base(), 1, vec![3])
+        .init::<B>(&dev())
+        .unwrap();
+    assert_eq!((model.lm_heads.len(), model.taggers.len()), (1, 1));
+    let hidden = burn::tensor::Tensor::<B, 3>::zeros([1, 2, base().transformer.d_model], &dev());
+    let at = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_ints([1], &dev());
+    let err = model.lm_at(1, hidden.clone(), at.clone()).unwrap_err();
+    assert!(err.to_string().starts_with("`lm_head` = 1"), "{err}");
+    let err = model.tag_at(1, hidden.clone(), at).unwrap_err();
+    assert!(err.to_string().starts_with("`tagger` = 1"), "{err}");
+    let none = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(Vec::<i64>::new(), [0]),
+        &dev(),
+    );
+    let err = model.tag_at(0, hidden, none).unwrap_err();
+    assert!(err.to_string().contains("tagged positions"), "{err}");
 }
 
 #[test]
