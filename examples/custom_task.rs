@@ -101,6 +101,7 @@ impl<B: AutodiffBackend> TrainTask<B> for ReplacedTokens {
             tokens,
             items: tokens,
             digest: b.digest(),
+            task: None,
         }
     }
     fn forward(

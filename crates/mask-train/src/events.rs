@@ -26,6 +26,10 @@ pub struct StepRecord {
     /// Digest of the batch's inputs and targets: equal digests mean identical batches (how the
     /// resume tests and readers of the logs compare runs).
     pub digest: u64,
+    /// The objective of a multi-task run this step trained (its index in the task list);
+    /// absent for a single-task run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u32>,
 }
 
 /// One evaluation, as logged.

@@ -44,6 +44,9 @@ pub struct BatchInfo {
     pub items: usize,
     /// A digest of the batch's inputs and targets (equal digests: identical batches).
     pub digest: u64,
+    /// Which objective of a multi-task run the batch trains (its index in the run's task
+    /// list); `None` for a single-task run.
+    pub task: Option<u32>,
 }
 
 /// The loss of one batch.

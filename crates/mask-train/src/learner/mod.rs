@@ -606,6 +606,7 @@ impl<B: AutodiffBackend, T: TrainTask<B>> Learner<B, T> {
             items: info.items,
             tokens: info.tokens,
             digest: info.digest,
+            task: info.task,
         };
         self.state.step += 1;
         self.state.history.push(record.clone());

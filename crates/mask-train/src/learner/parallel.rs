@@ -463,6 +463,7 @@ impl<B: AutodiffBackend, T: TrainTask<B>> PeerStep<'_, B, T> {
             items: info.items,
             tokens: info.tokens,
             digest: info.digest,
+            task: info.task,
         };
         if outputs == 0.0 {
             return Ok(record); // nothing to learn from on any peer: the step counts, no update

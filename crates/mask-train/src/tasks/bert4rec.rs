@@ -297,6 +297,7 @@ impl<B: AutodiffBackend> TrainTask<B> for Bert4RecTask {
             tokens: b.lengths.iter().sum(),
             items: b.masked.num_masked,
             digest: h.0,
+            task: None,
         }
     }
 

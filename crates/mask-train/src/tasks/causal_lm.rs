@@ -227,6 +227,7 @@ impl<B: AutodiffBackend> TrainTask<B> for CausalLmTask {
             tokens: b.lengths.iter().sum(),
             items: b.lengths.iter().map(|l| l.saturating_sub(1)).sum(),
             digest: h.0,
+            task: None,
         }
     }
 

@@ -241,6 +241,7 @@ impl<B: AutodiffBackend> TrainTask<B> for SequenceClassificationTask<B> {
             tokens: b.lengths.iter().sum(),
             items: b.labels.len(),
             digest: h.0,
+            task: None,
         }
     }
 
@@ -470,6 +471,7 @@ impl<B: AutodiffBackend> TrainTask<B> for LinearProbeTask {
             tokens: b.labels.len(),
             items: b.labels.len(),
             digest: h.0,
+            task: None,
         }
     }
 

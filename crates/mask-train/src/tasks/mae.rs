@@ -351,6 +351,7 @@ impl<B: AutodiffBackend> TrainTask<B> for MaeTask {
             tokens: b.masks.iter().map(|m| m.keep.len()).sum(),
             items: b.masks.iter().map(|m| m.masked.len()).sum(),
             digest: h.0,
+            task: None,
         }
     }
 

@@ -318,6 +318,7 @@ impl<B: AutodiffBackend> TrainTask<B> for MlmTask {
             tokens: batch.lengths.iter().sum(),
             items: batch.num_masked,
             digest: batch.digest(),
+            task: None,
         }
     }
 

@@ -1,13 +1,15 @@
 //! The built-in tasks, one file each: [`mlm`] (masked LM), [`classification`] (sequence
 //! classification: fine-tuning, and the linear probe on frozen features),
 //! [`token_classification`] (tagging, e.g. the POS probe), [`mae`] (masked image modelling),
-//! [`bert4rec`] (item Cloze) and [`causal_lm`] (next-token prediction).
+//! [`bert4rec`] (item Cloze), [`causal_lm`] (next-token prediction) and [`multitask`] (several
+//! objectives, each with its own masks, on one shared encoder: UniLM).
 
 pub mod bert4rec;
 pub mod causal_lm;
 pub mod classification;
 pub mod mae;
 pub mod mlm;
+pub mod multitask;
 pub mod token_classification;
 
 use mask_data::collate::Fnv;

@@ -226,6 +226,7 @@ impl<B: AutodiffBackend> TrainTask<B> for TokenClassificationTask<B> {
             tokens: b.lengths.iter().sum(),
             items: b.positions.len(),
             digest: h.0,
+            task: None,
         }
     }
 

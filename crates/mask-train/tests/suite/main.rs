@@ -4,5 +4,6 @@
 mod adaptive;
 mod common;
 mod learner;
+mod multitask;
 mod parallel;
 mod resume;
