@@ -231,6 +231,7 @@ impl RunArgs {
                 Study::Text(t) => Study::Text(t.quick()),
                 Study::Vision(v) => Study::Vision(v.quick()),
                 Study::Recsys(r) => Study::Recsys(r.quick()),
+                Study::Multitask(m) => Study::Multitask(m.quick()),
             }
         } else {
             study
@@ -261,6 +262,7 @@ impl RunArgs {
         }
         match (&mut s, self.jobs) {
             (Study::Text(t), Some(j)) => t.jobs = j,
+            (Study::Multitask(m), Some(j)) => m.jobs = j,
             (_, Some(j)) if j != 1 => {
                 return Err(format!(
                 "`--jobs` = {j} applies to text studies only (this study runs one run at a time)"
@@ -273,6 +275,7 @@ impl RunArgs {
             Study::Text(t) => apply!(t),
             Study::Vision(v) => apply!(v),
             Study::Recsys(r) => apply!(r),
+            Study::Multitask(m) => apply!(m),
         }
         s.validate()?;
         Ok(s)
@@ -291,7 +294,7 @@ impl crate::backend::WithBackend for CompareJob {
         backend: crate::backend::BackendKind,
         device: B::Device,
     ) -> Self::Output {
-        use crate::studies::{recsys, text, vision, Study};
+        use crate::studies::{multitask, recsys, text, vision, Study};
         let mut renderer = Renderer::new(self.args.quiet);
         let sink = &mut |e: StudyEvent<'_>| renderer.event(e);
         sink(StudyEvent::Note(&format!("backend: {backend}")));
@@ -310,6 +313,9 @@ impl crate::backend::WithBackend for CompareJob {
                 &device,
                 sink,
             )?),
+            Study::Multitask(s) => {
+                multitask::results_table(&multitask::run_study::<B>(s, existing, &device, sink)?)
+            }
         };
         Ok(format!(
             "{table}\nresults.json, report.md and curves.svg in {}",

@@ -201,6 +201,18 @@ impl WithPeers for Job {
     }
 }
 
+/// Multi-task studies train, score and probe their runs in `dynmask compare` only.
+fn only_compare() -> Error {
+    StudyError::Config {
+        path: "multitask".into(),
+        reason: "a multitask study runs through `dynmask compare CONFIG` (it trains, scores and \
+                 probes every arm there); pretrain, eval, finetune and export take text, vision \
+                 or recsys studies"
+            .into(),
+    }
+    .into()
+}
+
 fn run<B: AutodiffBackend>(
     command: Command,
     study: Study,
@@ -293,6 +305,7 @@ fn run<B: AutodiffBackend>(
                     }
                     l.run_dir().map(|r| r.root().to_path_buf())
                 }
+                Study::Multitask(_) => return Err(only_compare()),
                 Study::Vision(s) => {
                     let data = studies::vision::VisionData::prepare(s)?;
                     let l = studies::vision::pretrain::<B>(
@@ -370,6 +383,7 @@ fn run<B: AutodiffBackend>(
                     );
                 }
             }
+            Study::Multitask(_) => return Err(only_compare()),
             Study::Vision(s) => {
                 let data = studies::vision::VisionData::prepare(s)?;
                 let task = data.task(s, &s.arms[0])?;
@@ -418,6 +432,7 @@ fn run<B: AutodiffBackend>(
                     c.confusion
                 );
             }
+            Study::Multitask(_) => return Err(only_compare()),
             Study::Vision(s) => {
                 let data = studies::vision::VisionData::prepare(s)?;
                 let task = data.task(s, &s.arms[0])?;
@@ -533,9 +548,18 @@ fn plot(results: &Path, out: Option<PathBuf>) -> Result<(), Error> {
                 studies::recsys::results_table(&r),
             )
         }
+        "multitask" => {
+            let r: studies::multitask::MultiResults =
+                serde_json::from_value(value).map_err(parse)?;
+            (
+                studies::multitask::panels(&r),
+                studies::multitask::results_table(&r),
+            )
+        }
         other => {
             return Err(not_results(format!(
-                "no study of kind \"text\", \"vision\" or \"recsys\" (found `{other}`)"
+                "no study of kind \"text\", \"vision\", \"recsys\" or \"multitask\" (found \
+                 `{other}`)"
             )))
         }
     };

@@ -1,6 +1,6 @@
 //! Studies: comparisons of masking arms over seeds, each arm-seed pair one run of the
 //! `mask-train` [`Learner`](mask_train::Learner) in a directory of its own. A study TOML names
-//! its kind (`kind = "text"`, `"vision"` or `"recsys"`); [`load_study`] reads any of them.
+//! its kind (`kind = "text"`, `"vision"`, `"recsys"` or `"multitask"`); [`load_study`] reads any of them.
 //!
 //! ```text
 //! <out_dir>/
@@ -11,6 +11,7 @@
 //! ```
 
 pub mod arm;
+pub mod multitask;
 pub mod plot;
 pub mod probe;
 pub mod recsys;
@@ -129,6 +130,8 @@ pub enum Study {
     Vision(vision::VisionStudy),
     /// BERT4Rec on interaction sequences (`kind = "recsys"`).
     Recsys(recsys::RecStudy),
+    /// Several objectives on one shared encoder (`kind = "multitask"`).
+    Multitask(multitask::MultitaskStudy),
 }
 
 impl Study {
@@ -138,6 +141,7 @@ impl Study {
             Study::Text(s) => &s.out_dir,
             Study::Vision(s) => &s.out_dir,
             Study::Recsys(s) => &s.out_dir,
+            Study::Multitask(s) => &s.out_dir,
         }
     }
 
@@ -147,6 +151,7 @@ impl Study {
             Study::Text(s) => s.validate(),
             Study::Vision(s) => s.validate(),
             Study::Recsys(s) => s.validate(),
+            Study::Multitask(s) => s.validate(),
         }
     }
 
@@ -159,11 +164,15 @@ impl Study {
             Some(Some("text")) => toml::from_str(text).map(Study::Text).map_err(parse),
             Some(Some("vision")) => toml::from_str(text).map(Study::Vision).map_err(parse),
             Some(Some("recsys")) => toml::from_str(text).map(Study::Recsys).map_err(parse),
+            Some(Some("multitask")) => toml::from_str(text).map(Study::Multitask).map_err(parse),
             Some(other) => Err(format!(
-                "`kind` = {} is not a study kind: expected \"text\", \"vision\" or \"recsys\"",
+                "`kind` = {} is not a study kind: expected \"text\", \"vision\", \"recsys\" or \"multitask\"",
                 other.map_or_else(|| table["kind"].to_string(), |s| format!("\"{s}\""))
             )),
-            None => Err("no `kind`: expected kind = \"text\", \"vision\" or \"recsys\"".into()),
+            None => Err(
+                "no `kind`: expected kind = \"text\", \"vision\", \"recsys\" or \"multitask\""
+                    .into(),
+            ),
         }
     }
 }

@@ -642,6 +642,8 @@ pub struct TextData {
     pub protocol: Arc<Vec<ProtocolMask>>,
     /// Held-out documents.
     pub eval_doc_count: usize,
+    /// The held-out documents themselves (unmasked).
+    pub eval_docs: Arc<Vec<Encoded>>,
     /// The POS probe's sentences and baselines (when `pos_probe.enabled`).
     pub pos: Option<Arc<PosData>>,
 }
@@ -887,6 +889,7 @@ impl TextData {
             unigram: Arc::new(unigram),
             protocol: Arc::new(protocol),
             eval_doc_count: eval_docs.len(),
+            eval_docs: Arc::new(eval_docs),
             pos,
         })
     }
