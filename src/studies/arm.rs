@@ -11,7 +11,7 @@ use mask_train::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{forward, Existing, Result, Sink, StudyError};
+use super::{forward, Existing, Result, Sink, StudyError, StudyEvent};
 
 /// The directory name of an arm: lower-case ASCII letters and digits, every other run of
 /// characters one `-` (`"static k=1"` -> `static-k-1`).
@@ -132,6 +132,37 @@ pub fn plan_run<R: DeserializeOwned>(dir: &Path, existing: Existing) -> Result<R
             })
         }
     }
+}
+
+/// The result of the run in `dir` when it has finished and `existing` reuses
+/// ([`Existing::Resume`]) or re-scores ([`Existing::Rescore`]) finished runs; `None` otherwise.
+pub fn finished_result<R: DeserializeOwned>(dir: &Path, existing: Existing) -> Result<Option<R>> {
+    Ok(match existing {
+        Existing::Resume | Existing::Rescore => match plan_run::<R>(dir, existing)? {
+            RunPlan::Finished(_, r) => Some(r),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Under [`Existing::Resume`], takes a finished run's result to reuse as it is and reports it to
+/// `sink` as `label`; `None` (leaving `finished` for re-scoring) under any other policy.
+pub fn reuse<R>(
+    finished: &mut Option<R>,
+    existing: Existing,
+    label: &str,
+    sink: Sink<'_>,
+) -> Option<R> {
+    if existing != Existing::Resume {
+        return None;
+    }
+    let r = finished.take()?;
+    sink(StudyEvent::RunFinished {
+        run: label,
+        reused: true,
+    });
+    Some(r)
 }
 
 /// How a single run starts.

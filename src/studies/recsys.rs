@@ -31,7 +31,7 @@ use mask_train::{CheckpointPolicy, EvalRecord, Learner, RankMetrics, StepRecord,
 use serde::{Deserialize, Serialize};
 
 use super::arm::{
-    check_contrasts, check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start,
+    check_contrasts, check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start,
 };
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -620,23 +620,9 @@ pub fn run_study<B: AutodiffBackend>(
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
-        let mut finished = match existing {
-            Existing::Resume | Existing::Rescore => {
-                match plan_run::<RecRunResult>(&dir, existing)? {
-                    RunPlan::Finished(_, r) => Some(r),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        if existing == Existing::Resume {
-            if let Some(r) = finished.take() {
-                sink(StudyEvent::RunFinished {
-                    run: &label,
-                    reused: true,
-                });
-                return Ok(r);
-            }
+        let mut finished = finished_result::<RecRunResult>(&dir, existing)?;
+        if let Some(r) = reuse(&mut finished, existing, &label, sink) {
+            return Ok(r);
         }
         let started = Instant::now();
         let spec = RunSpec {

@@ -30,7 +30,7 @@ use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, Train
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
-use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start};
+use super::arm::{check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::probe::{probe_run, PosData, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, mean_std, write_json, write_text};
@@ -1305,23 +1305,9 @@ pub fn run_study<B: AutodiffBackend>(
         let label = format!("{} / seed {seed}", arm.name);
         // A finished run: reused as it is (`Resume`), or scored again from its newest
         // checkpoint with the rest of its record kept (`Rescore`).
-        let mut finished = match existing {
-            Existing::Resume | Existing::Rescore => {
-                match plan_run::<TextRunResult>(&dir, existing)? {
-                    RunPlan::Finished(_, r) => Some(r),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        if existing == Existing::Resume {
-            if let Some(r) = finished.take() {
-                sink(StudyEvent::RunFinished {
-                    run: &label,
-                    reused: true,
-                });
-                return Ok(r);
-            }
+        let mut finished = finished_result::<TextRunResult>(&dir, existing)?;
+        if let Some(r) = reuse(&mut finished, existing, &label, sink) {
+            return Ok(r);
         }
         let started = Instant::now();
         let spec = RunSpec {

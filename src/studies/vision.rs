@@ -25,7 +25,7 @@ use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, Train
 use serde::{Deserialize, Serialize};
 
 use super::arm::{
-    check_contrasts, check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start,
+    check_contrasts, check_unique_slugs, finished_result, run_dir, train_run, RunSpec, Start,
 };
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -666,15 +666,7 @@ pub fn run_study<B: AutodiffBackend>(
     let done = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
-        let finished = match existing {
-            Existing::Resume | Existing::Rescore => {
-                match plan_run::<VisionRunResult>(&dir, existing)? {
-                    RunPlan::Finished(_, r) => Some(r),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let finished = finished_result::<VisionRunResult>(&dir, existing)?;
         let started = Instant::now();
         let spec = RunSpec {
             seed,
