@@ -31,7 +31,7 @@ use mask_train::tasks::multitask::{
 use mask_train::{CheckpointPolicy, EvalRecord, Learner, StepRecord, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use super::arm::{check_unique_slugs, plan_run, run_dir, train_run, RunPlan, RunSpec, Start};
+use super::arm::{check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::probe::{probe_run, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -515,14 +515,9 @@ pub fn run_study<B: AutodiffBackend>(
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
-        if existing == Existing::Resume {
-            if let RunPlan::Finished(_, r) = plan_run::<MultiRunResult>(&dir, existing)? {
-                sink(StudyEvent::RunFinished {
-                    run: &label,
-                    reused: true,
-                });
-                return Ok(r);
-            }
+        let mut finished = finished_result::<MultiRunResult>(&dir, existing)?;
+        if let Some(r) = reuse(&mut finished, existing, &label, sink) {
+            return Ok(r);
         }
         let started = Instant::now();
         let spec = RunSpec {
@@ -762,4 +757,76 @@ pub fn results_table(results: &MultiResults) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::studies::Study;
+
+    fn shipped(name: &str) -> MultitaskStudy {
+        let path = format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"));
+        match Study::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap() {
+            Study::Multitask(s) => s,
+            other => panic!("{name} is not a multitask study: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shipped_configs_validate_and_quick_keeps_their_arms() {
+        for name in ["multitask.toml", "unilm.toml"] {
+            let s = shipped(name);
+            s.validate().unwrap();
+            let q = s.clone().quick();
+            q.validate().unwrap();
+            assert_eq!(q.arms, s.arms);
+            assert!(q.train.steps < s.train.steps && q.out_dir.ends_with("-quick"));
+        }
+        // The text study it shares data with carries every task's masking policy as an arm.
+        let names: Vec<String> = shipped("multitask.toml")
+            .text_study()
+            .arms
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "MLM alone / mlm",
+                "MLM + POS / mlm",
+                "MLM + POS / pos",
+                "UniLM / bidirectional"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_arms_are_refused_naming_the_field() {
+        let base = shipped("multitask.toml");
+        let refuse = |edit: &dyn Fn(&mut MultitaskStudy), want: &str| {
+            let mut s = base.clone();
+            edit(&mut s);
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should name {want}");
+        };
+        refuse(
+            &|s| s.arms[1].tasks[1].data = DataSource::Corpus,
+            "arms.tasks.data",
+        );
+        refuse(
+            &|s| s.arms[0].tasks[0].data = DataSource::Pos,
+            "arms.tasks.data",
+        );
+        refuse(&|s| s.arms[2].tasks.clear(), "arms.tasks");
+        refuse(
+            &|s| s.arms[2].tasks[1].name = "bidirectional".into(),
+            "bidirectional",
+        );
+        refuse(&|s| s.arms.clear(), "arms");
+        refuse(
+            &|s| s.contrasts = vec![["UniLM".into(), "nobody".into()]],
+            "nobody",
+        );
+        refuse(&|s| s.kind = "text".into(), "kind");
+    }
 }
