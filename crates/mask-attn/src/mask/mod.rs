@@ -212,7 +212,7 @@ impl PrefixCount {
         (self.counts[end] - self.counts[start]) as usize
     }
 
-    /// Whether position `i` is `true`.
+    /// Whether position `i` is `true` (positions past the end count as `false`).
     pub(crate) fn get(&self, i: usize) -> bool {
         i < self.len() && self.counts[i + 1] != self.counts[i]
     }
@@ -244,5 +244,24 @@ pub(crate) fn kind_from_hidden(hidden: usize, total: usize) -> TileKind {
         TileKind::Empty
     } else {
         TileKind::Partial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefixCount;
+
+    /// By hand, on `[true, false, true]`; past the end everything is `false` (a mutation run
+    /// found `get(len)` untested: `<` to `<=` read past the counts).
+    #[test]
+    fn prefix_counts_by_hand_and_past_the_end() {
+        let p = PrefixCount::new([true, false, true]);
+        assert_eq!(p.len(), 3);
+        let flags: Vec<bool> = (0..6).map(|i| p.get(i)).collect();
+        assert_eq!(flags, [true, false, true, false, false, false]);
+        assert_eq!(
+            (p.count(0..3), p.count(1..2), p.count(1..9), p.count(5..9)),
+            (2, 0, 1, 0)
+        );
     }
 }
