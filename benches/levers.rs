@@ -12,6 +12,10 @@
 //! - `qkv`: the query, key and value projections as three matmuls of `[4096, 256] x [256, 256]`
 //!   (what `MaskedSelfAttention` does) against one of `[4096, 256] x [256, 768]` on the
 //!   concatenated weights, split afterwards; forward and backward to the input and weights.
+//! - `fused` (flex only: on other backends both sides run the same code): exact GELU as tensor
+//!   ops (`gelu_reference`) against the fused host kernel on `[32, 128, 1024]` (the
+//!   feed-forward's hidden layer), and burn's `LayerNorm` module against the fused kernel on
+//!   `[32, 128, 256]`; forward and backward under autodiff.
 //!
 //! Run: `cargo bench --bench levers`. `iter_custom` syncs the device before reading the clock.
 
@@ -202,7 +206,43 @@ fn qkv_bench<AB: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     group.finish();
 }
 
+fn fused_bench(c: &mut Criterion) {
+    type AB = Autodiff<Flex>;
+    let device = Default::default();
+    let mut group = c.benchmark_group("flex/fused");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    let hidden = Tensor::<AB, 3>::random([B, T, 4 * H * D], Distribution::Default, &device);
+    let x = Tensor::<AB, 3>::random([B, T, H * D], Distribution::Default, &device);
+    let norm = burn::nn::LayerNormConfig::new(H * D).init::<AB>(&device);
+    let sync = || AB::sync(&device).unwrap();
+    let gelu_ref = |x| mask_model::activation::gelu_reference(x);
+    let gelu_fused = |x| mask_model::activation::gelu(x);
+    let norm_ref = |x| norm.forward(x);
+    let norm_fused = |x| mask_model::norm::normalize(&norm, x);
+    type Apply<'a> = &'a dyn Fn(Tensor<AB, 3>) -> Tensor<AB, 3>;
+    let cases: [(&str, &Tensor<AB, 3>, Apply); 4] = [
+        ("gelu_32x128x1024/tensor_ops", &hidden, &gelu_ref),
+        ("gelu_32x128x1024/fused", &hidden, &gelu_fused),
+        ("layer_norm_32x128x256/module", &x, &norm_ref),
+        ("layer_norm_32x128x256/fused", &x, &norm_fused),
+    ];
+    for (name, input, apply) in cases {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, sync, || {
+                    let x = input.clone().require_grad();
+                    let grads = apply(x.clone()).sum().backward();
+                    std::hint::black_box(x.grad(&grads));
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    fused_bench(c);
     dropout_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");
     dropout_bench::<Autodiff<Flex>>(c, "flex");
     rotary_bench::<Autodiff<NdArray<f32>>>(c, "ndarray");

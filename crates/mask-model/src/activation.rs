@@ -6,14 +6,25 @@
 //! computes, so gradients disagree with PyTorch's `gelu` by up to ~1e-3 — and on NdArray that
 //! backward (`powf`, `tanh` per element) cost ~12% of a BERT training step. Here the backward
 //! is `d/dx = Phi(x) + x phi(x)`, from `erf`'s derivative `2/sqrt(pi) exp(-z^2)`.
+//!
+//! On burn-flex (`f32`, with or without autodiff) the same arithmetic runs as one fused,
+//! multi-threaded pass each way (`crate::host`), equal bit for bit to [`gelu_reference`].
 
 use burn::prelude::*;
 
-/// Exact GELU.
+/// Exact GELU: the fused flex path where it applies, else [`gelu_reference`].
 ///
 /// # Shapes
 /// - any -> same
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    crate::host::try_gelu(x).unwrap_or_else(gelu_reference)
+}
+
+/// Exact GELU as tensor ops, on any backend (the reference the fused path is tested against).
+///
+/// # Shapes
+/// - any -> same
+pub fn gelu_reference<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let phi = (x.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0; // 2 Phi(x)
     x * phi * 0.5
 }

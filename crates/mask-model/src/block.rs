@@ -7,6 +7,8 @@
 use crate::activation::gelu;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
+
+use crate::norm::normalize;
 use mask_attn::{AttnMask, Dropout, MaskedSelfAttention, MaskedSelfAttentionConfig};
 
 use crate::config::{NormPlacement, TransformerConfig};
@@ -96,11 +98,11 @@ impl<B: Backend> TransformerBlock<B> {
                 let x = self
                     .attn_norm
                     .forward(x.clone() + self.attention(x, mask, rope)?);
-                self.ff_norm.forward(x.clone() + self.feed_forward(x))
+                normalize(&self.ff_norm, x.clone() + self.feed_forward(x))
             }
             NormPlacement::PreLn => {
-                let x = x.clone() + self.attention(self.attn_norm.forward(x), mask, rope)?;
-                x.clone() + self.feed_forward(self.ff_norm.forward(x))
+                let x = x.clone() + self.attention(normalize(&self.attn_norm, x), mask, rope)?;
+                x.clone() + self.feed_forward(normalize(&self.ff_norm, x))
             }
         })
     }
@@ -145,7 +147,7 @@ impl<B: Backend> Transformer<B> {
             x = block.forward(x, mask, rope)?;
         }
         Ok(match &self.final_norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => normalize(norm, x),
             None => x,
         })
     }

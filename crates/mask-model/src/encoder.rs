@@ -6,6 +6,8 @@
 
 use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
+
+use crate::norm::normalize;
 use mask_attn::{AttnMask, Dropout};
 
 use crate::block::Transformer;
@@ -177,7 +179,7 @@ impl<B: Backend> TextEncoder<B> {
             (PositionTables::Learned, None) => {}
         }
         if let Some(norm) = &self.embed_norm {
-            x = norm.forward(x);
+            x = normalize(norm, x);
         }
         (self.dropout.forward(x), rope)
     }

@@ -8,6 +8,8 @@ use crate::activation::gelu;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
+
+use crate::norm::normalize;
 use mask_attn::AttnMask;
 
 use crate::config::TextEncoderConfig;
@@ -49,7 +51,7 @@ impl<B: Backend> MlmHead<B> {
     /// # Shapes
     /// - `hidden`: `[N, d]`, `embeddings`: `[V, d]` -> `[N, V]`
     pub fn forward(&self, hidden: Tensor<B, 2>, embeddings: Tensor<B, 2>) -> Tensor<B, 2> {
-        let h = self.norm.forward(gelu(self.transform.forward(hidden))); // [N, d]
+        let h = normalize(&self.norm, gelu(self.transform.forward(hidden))); // [N, d]
         h.matmul(embeddings.transpose()) + self.bias.val().unsqueeze::<2>() // [N, V]
     }
 }

@@ -10,6 +10,8 @@
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
+
+use crate::norm::normalize;
 use mask_attn::AllowAll;
 
 use crate::block::Transformer;
@@ -358,7 +360,10 @@ impl<B: Backend> VitMae<B> {
     pub fn features(&self, images: Tensor<B, 4>) -> crate::Result<Tensor<B, 2>> {
         let x = self.encode(images, None)?; // [B, N, d]
         let [batch, _, d] = x.dims();
-        Ok(self.head_norm.forward(x.mean_dim(1).reshape([batch, d])))
+        Ok(normalize(
+            &self.head_norm,
+            x.mean_dim(1).reshape([batch, d]),
+        ))
     }
 
     /// Class logits.

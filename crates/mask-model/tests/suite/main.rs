@@ -6,6 +6,7 @@ mod flex;
 mod gradients;
 mod hf_conformance;
 mod hf_reference;
+mod host;
 mod invariance;
 mod persistence;
 mod shapes;

@@ -1,0 +1,440 @@
+//! CPU fast paths on burn-flex for element-wise layers that burn would run as a chain of
+//! tensor ops.
+//!
+//! Why: a flex training step runs every element-wise op on the calling thread, one pass and
+//! one fresh buffer per op (docs/benchmarks.md, "Why the train step is far from HF"). Exact GELU
+//! as tensor ops is 5 passes forward and ~12 under autodiff, over the largest activation of
+//! the block (`[B, T, F]`, F = 4d). Here it is one pass forward and one backward, split over
+//! rayon's threads, as one autodiff node whose state is the input alone.
+//!
+//! How, without a trait bound on every model: the model stays generic over `B: Backend`; a
+//! function here takes the generic tensor and, when `B` *is* `Flex` or `Autodiff<Flex>` (a
+//! `TypeId` test, resolved at compile time per instantiation), moves it into the concrete type
+//! through [`std::any::Any`] (safe code, no transmute). Every other backend, and flex tensors of
+//! another element type, take the reference path unchanged.
+//!
+//! Kernels:
+//! - GELU: performs the same `f32` operations in the same order as the tensor ops it replaces
+//!   do on flex (libm's `erff`, `f32::exp`, IEEE products), so results are equal bit for bit,
+//!   forward and backward.
+//! - LayerNorm over the last axis (with bias): under autodiff burn decomposes it into ~11 ops
+//!   forward (two reductions, broadcast subtract, divide, scale, shift) and twice that
+//!   backward. Here one pass per row forward (mean and variance accumulated in `f64`) and one
+//!   backward with the closed-form gradient `dx = rstd (g' - mean(g') - xhat mean(g' xhat))`,
+//!   `g' = g gamma`; gamma's and beta's gradients are summed per chunk of rows and the chunks
+//!   added in order, so the result does not depend on thread timing. Not bit-equal to the
+//!   decomposition (summation order): within a few `f32` ulps of it (tested).
+//!
+//! Both are tested in `tests/suite/host.rs` against the reference.
+
+use std::any::Any;
+use std::f64::consts::{FRAC_1_SQRT_2, PI};
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, Flex};
+use burn::nn::LayerNorm;
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Elements per rayon task: below two chunks the kernel runs on the calling thread.
+const CHUNK: usize = 1 << 15;
+
+/// `Ok(t as U)` when `T` and `U` are the same type, else `Err(t)` (safe specialisation).
+fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+    let mut slot = Some(t);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => Ok(u.take().expect("just filled")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
+/// The contiguous `f32` values of a flex tensor (a copy only when it is a strided view).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+    }
+}
+
+/// `out[i] = f(a[i])`, in parallel chunks.
+fn map1(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK))
+        .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a)));
+    out
+}
+
+/// `out[i] = f(a[i], b[i])`, in parallel chunks.
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    debug_assert_eq!(a.len(), b.len());
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            o.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&a, &b))| *o = f(a, b))
+        });
+    out
+}
+
+fn flex(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU
+// ---------------------------------------------------------------------------------------------
+
+/// `0.5 x (1 + erf(x / sqrt 2))`, as `crate::activation::gelu_reference` computes it on flex:
+/// `(x * (erf(x * c) + 1)) * 0.5`.
+#[inline]
+fn gelu_f32(x: f32) -> f32 {
+    (x * (libm::erff(x * FRAC_1_SQRT_2 as f32) + 1.0)) * 0.5
+}
+
+/// The gradient through the same graph, in the order burn's autodiff computes it:
+/// `(g 0.5) phi + (((g 0.5) x) (exp(-(u u)) 2 / sqrt(pi))) c` with `u = x c`.
+#[inline]
+fn gelu_grad_f32(x: f32, g: f32) -> f32 {
+    let c = FRAC_1_SQRT_2 as f32;
+    let u = x * c;
+    let phi = libm::erff(u) + 1.0;
+    let gp = g * 0.5;
+    let derf = ((-(u * u)).exp() * 2.0) / PI.sqrt() as f32;
+    gp * phi + ((gp * x) * derf) * c
+}
+
+fn gelu_flex(x: &FlexTensor) -> FlexTensor {
+    flex(map1(&values(x), gelu_f32), x)
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    /// The input (shared, not copied).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            flex(map2(&values(&x), &values(&g), gelu_grad_f32), &x)
+        });
+    }
+}
+
+/// Exact GELU on a flex `f32` tensor, with or without autodiff; `Err(x)` (unchanged) for
+/// every other backend and element type.
+pub(crate) fn try_gelu<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let x = match cast::<Tensor<B, D>, Tensor<Autodiff<Flex>, D>>(x) {
+        Ok(x) => {
+            let t = x.into_primitive().tensor();
+            let out = match GeluBackward
+                .prepare::<NoCheckpointing>([t.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = gelu_flex(&t.primitive);
+                    prep.finish(t.primitive, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(gelu_flex(&t.primitive)),
+            };
+            let y = Tensor::<Autodiff<Flex>, D>::from_primitive(TensorPrimitive::Float(out));
+            return Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>")));
+        }
+        Err(x) => x,
+    };
+    match cast::<Tensor<B, D>, Tensor<Flex, D>>(x) {
+        Ok(x) => {
+            let y = gelu_flex(&x.into_primitive().tensor());
+            let y = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y));
+            Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Flex")))
+        }
+        Err(x) => Err(x),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm over the last axis
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of `d` per rayon task (at least one).
+fn rows_per_chunk(d: usize) -> usize {
+    (CHUNK / d.max(1)).max(1)
+}
+
+/// Per-row statistics kept for the backward pass: mean and `1 / sqrt(var + eps)`.
+#[derive(Debug, Clone)]
+struct RowStats {
+    mean: Arc<Vec<f32>>,
+    rstd: Arc<Vec<f32>>,
+}
+
+/// `y = (x - mean) rstd gamma + beta` per row of `d`; returns `y` and the row statistics.
+fn layer_norm_forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, RowStats) {
+    let d = gamma.len();
+    let rows = x.len() / d;
+    let mut y = vec![0f32; x.len()];
+    let mut mean = vec![0f32; rows];
+    let mut rstd = vec![0f32; rows];
+    let per = rows_per_chunk(d);
+    y.par_chunks_mut(per * d)
+        .zip(x.par_chunks(per * d))
+        .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
+        .for_each(|((y, x), (mean, rstd))| {
+            for (((y, x), m), r) in y
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(mean.iter_mut())
+                .zip(rstd.iter_mut())
+            {
+                let mu = x.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+                let var = x.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
+                let rs = 1.0 / (var + eps).sqrt();
+                let (mu32, rs32) = (mu as f32, rs as f32);
+                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *y = (x - mu32) * rs32 * g + b;
+                }
+                (*m, *r) = (mu32, rs32);
+            }
+        });
+    let stats = RowStats {
+        mean: Arc::new(mean),
+        rstd: Arc::new(rstd),
+    };
+    (y, stats)
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of `layer_norm_forward` for the upstream gradient `g`.
+fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &RowStats,
+    g: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = gamma.len();
+    let per = rows_per_chunk(d);
+    let mut dx = vec![0f32; x.len()];
+    // One (dgamma, dbeta) partial per chunk of rows, added in chunk order below.
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(per * d)
+        .zip(x.par_chunks(per * d).zip(g.par_chunks(per * d)))
+        .zip(stats.mean.par_chunks(per).zip(stats.rstd.par_chunks(per)))
+        .map(|((dx, (x, g)), (mean, rstd))| {
+            let (mut dgamma, mut dbeta) = (vec![0f64; d], vec![0f64; d]);
+            let mut xhat = vec![0f32; d];
+            for ((((dx, x), g), &mu), &rs) in dx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(g.chunks_exact(d))
+                .zip(mean)
+                .zip(rstd)
+            {
+                let (mut sum_gg, mut sum_gg_xhat) = (0f64, 0f64);
+                for j in 0..d {
+                    xhat[j] = (x[j] - mu) * rs;
+                    let gg = (g[j] * gamma[j]) as f64;
+                    sum_gg += gg;
+                    sum_gg_xhat += gg * xhat[j] as f64;
+                    dgamma[j] += (g[j] * xhat[j]) as f64;
+                    dbeta[j] += g[j] as f64;
+                }
+                let (a, b) = ((sum_gg / d as f64) as f32, (sum_gg_xhat / d as f64) as f32);
+                for j in 0..d {
+                    dx[j] = rs * (g[j] * gamma[j] - a - xhat[j] * b);
+                }
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0f64; d], vec![0f64; d]);
+    for (pg, pb) in partials {
+        dgamma.iter_mut().zip(pg).for_each(|(s, v)| *s += v);
+        dbeta.iter_mut().zip(pb).for_each(|(s, v)| *s += v);
+    }
+    let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (dx, to32(dgamma), to32(dbeta))
+}
+
+fn flex_shaped(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// Input, gamma, row statistics.
+    type State = (FlexTensor, FlexTensor, RowStats);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma, stats) = ops.state;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (dx, dgamma, dbeta) =
+            layer_norm_backward(&values(&x), &values(&gamma), &stats, &values(&g));
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let d = gamma.layout().shape().clone();
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, &x));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex_shaped(dgamma, d.clone()));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex_shaped(dbeta, d));
+        }
+    }
+}
+
+/// The module's epsilon. burn 0.21 keeps the field private and has no getter; its public
+/// [`ModuleDisplay`](burn::module::ModuleDisplay) content carries it as `f64` `Display` text,
+/// which parses back to the same value (shortest round-trip form). `None` if that ever changes
+/// (then the module's own forward runs; tested for the epsilons the presets use).
+pub(crate) fn layer_norm_epsilon<B: Backend>(norm: &LayerNorm<B>) -> Option<f64> {
+    use burn::module::{Content, DisplaySettings, ModuleDisplay};
+    let content = norm.custom_content(Content::new(DisplaySettings::new()))?;
+    let attribute = content.attributes.iter().find(|a| a.name == "epsilon")?;
+    attribute.value.trim().parse().ok()
+}
+
+/// `norm.forward(x)` on a flex `f32` tensor with or without autodiff, fused; `Err(x)`
+/// (unchanged) for every other backend, element type, or a norm without bias.
+pub(crate) fn try_layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    x: Tensor<B, D>,
+) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
+    let Some(beta) = norm.beta.as_ref() else {
+        return Err(x);
+    };
+    if x.dtype() != DType::F32 || norm.gamma.val().dtype() != DType::F32 {
+        return Err(x);
+    }
+    let Some(eps) = layer_norm_epsilon(norm) else {
+        return Err(x);
+    };
+    let shape = x.shape();
+    let x = match cast::<Tensor<B, D>, Tensor<Autodiff<Flex>, D>>(x) {
+        Ok(x) => {
+            let gamma: Tensor<Autodiff<Flex>, 1> = cast(norm.gamma.val())
+                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
+            let beta: Tensor<Autodiff<Flex>, 1> = cast(beta.val())
+                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
+            let (t, gt, bt) = (
+                x.into_primitive().tensor(),
+                gamma.into_primitive().tensor(),
+                beta.into_primitive().tensor(),
+            );
+            let (y, stats) = layer_norm_forward(
+                &values(&t.primitive),
+                &values(&gt.primitive),
+                &values(&bt.primitive),
+                eps,
+            );
+            let y = flex_shaped(y, shape);
+            let out = match LayerNormBackward
+                .prepare::<NoCheckpointing>([t.node.clone(), gt.node.clone(), bt.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((t.primitive, gt.primitive, stats), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            let y = Tensor::<Autodiff<Flex>, D>::from_primitive(TensorPrimitive::Float(out));
+            return Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>")));
+        }
+        Err(x) => x,
+    };
+    match cast::<Tensor<B, D>, Tensor<Flex, D>>(x) {
+        Ok(x) => {
+            let gamma: Tensor<Flex, 1> = cast(norm.gamma.val())
+                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
+            let beta: Tensor<Flex, 1> = cast(beta.val())
+                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
+            let (y, _) = layer_norm_forward(
+                &values(&x.into_primitive().tensor()),
+                &values(&gamma.into_primitive().tensor()),
+                &values(&beta.into_primitive().tensor()),
+                eps,
+            );
+            let y =
+                Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(flex_shaped(y, shape)));
+            Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Flex")))
+        }
+        Err(x) => Err(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_is_identity_on_the_same_type_and_refuses_others() {
+        assert_eq!(cast::<u32, u32>(7), Ok(7));
+        assert_eq!(cast::<u32, i32>(7), Err(7));
+    }
+
+    #[test]
+    fn layer_norm_epsilon_is_read_back_exactly() {
+        let device = Default::default();
+        for eps in [1e-12, 1e-6, 1e-5, 0.1, 3.25e-7] {
+            let norm = burn::nn::LayerNormConfig::new(8)
+                .with_epsilon(eps)
+                .init::<Flex>(&device);
+            assert_eq!(layer_norm_epsilon(&norm), Some(eps));
+        }
+    }
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // One row [1, 2, 3, 4]: mean 2.5, var 1.25, rstd 1/sqrt(1.25 + 0) = 0.894427191.
+        let (y, stats) = layer_norm_forward(&[1.0, 2.0, 3.0, 4.0], &[1.0; 4], &[0.0; 4], 0.0);
+        let want = [-1.341_640_8, -0.447_213_6, 0.447_213_6, 1.341_640_8];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        assert_eq!(stats.mean[0], 2.5);
+        // d/dx of sum(y * g) with g = (1, 0, 0, 0), gamma 1: rstd (e0 - 1/4 - xhat xhat_0 / 4).
+        let (dx, dgamma, dbeta) = layer_norm_backward(
+            &[1.0, 2.0, 3.0, 4.0],
+            &[1.0; 4],
+            &stats,
+            &[1.0, 0.0, 0.0, 0.0],
+        );
+        let rs = 0.894_427_2f32;
+        let xhat = want;
+        for j in 0..4 {
+            let e = if j == 0 { 1.0 } else { 0.0 };
+            let want = rs * (e - 0.25 - xhat[j] * xhat[0] / 4.0);
+            assert!((dx[j] - want).abs() < 1e-6, "dx {dx:?}");
+        }
+        assert_eq!(dbeta, vec![1.0, 0.0, 0.0, 0.0]);
+        assert!((dgamma[0] - xhat[0]).abs() < 1e-6 && dgamma[1..] == [0.0; 3]);
+    }
+
+    #[test]
+    fn gelu_scalar_values_by_hand() {
+        // GELU(0) = 0; GELU(1) = Phi(1) = 0.841344746; GELU(-1) = -0.158655254;
+        // GELU'(0) = 0.5; GELU'(1) = Phi(1) + phi(1) = 0.841344746 + 0.241970725.
+        assert_eq!(gelu_f32(0.0), 0.0);
+        assert!((gelu_f32(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu_f32(-1.0) + 0.158_655_25).abs() < 1e-6);
+        assert!((gelu_grad_f32(0.0, 1.0) - 0.5).abs() < 1e-7);
+        assert!((gelu_grad_f32(1.0, 1.0) - 1.083_315_5).abs() < 1e-6);
+        assert!((gelu_grad_f32(1.0, 2.0) - 2.0 * 1.083_315_5).abs() < 2e-6);
+    }
+}
