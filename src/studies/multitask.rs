@@ -390,7 +390,7 @@ pub struct MultiResults {
 }
 
 /// The multi-task config of `arm` on `data`.
-pub fn task_of(study: &MultitaskStudy, data: &TextData, arm: &MultiArm) -> Result<MultiTask> {
+pub fn task_of(data: &TextData, arm: &MultiArm) -> Result<MultiTask> {
     let pos = data
         .pos
         .as_ref()
@@ -437,7 +437,6 @@ pub fn task_of(study: &MultitaskStudy, data: &TextData, arm: &MultiArm) -> Resul
         share_lm_head: arm.share_lm_head,
         tagger_dropout: arm.tagger_dropout,
     };
-    let _ = study;
     Ok(MultiTask::new(
         config,
         sets,
@@ -526,7 +525,7 @@ pub fn run_study<B: AutodiffBackend>(
             policy,
             nodes: None,
         };
-        let task = task_of(study, &data, arm)?;
+        let task = task_of(&data, arm)?;
         let config = TrainConfig {
             seed,
             ..study.train.clone()
