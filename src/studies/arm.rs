@@ -193,6 +193,28 @@ pub struct RunSpec {
     pub nodes: Option<NodeOptions>,
 }
 
+impl RunSpec {
+    /// A single-node run of `seed` that starts under `existing` (new, resume, rescore).
+    pub fn existing(seed: u64, existing: Existing, policy: CheckpointPolicy) -> Self {
+        Self {
+            seed,
+            start: Start::Existing(existing),
+            policy,
+            nodes: None,
+        }
+    }
+}
+
+/// Every `(seed, arm)` run of a study, seed-major: all arms of the first seed, then all of the
+/// next. Runs start in this order, so an interrupted study holds whole seeds, which paired
+/// contrasts need.
+pub fn seed_major<'a, A>(seeds: &[u64], arms: &'a [A]) -> Vec<(u64, &'a A)> {
+    seeds
+        .iter()
+        .flat_map(|&seed| arms.iter().map(move |arm| (seed, arm)))
+        .collect()
+}
+
 /// Starts, resumes or reloads (when finished) the run of `task` in `dir` as `spec` says, then
 /// fits it to `config.steps` on `device` (and data-parallel on `peers` as well, when any),
 /// reporting to `sink` as `label`.
@@ -251,6 +273,17 @@ pub fn train_run<B: AutodiffBackend, T: TrainTask<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_are_listed_seed_major() {
+        let runs = seed_major(&[7, 3], &["a", "b", "c"]);
+        let got: Vec<(u64, &str)> = runs.into_iter().map(|(s, a)| (s, *a)).collect();
+        assert_eq!(
+            got,
+            [(7, "a"), (7, "b"), (7, "c"), (3, "a"), (3, "b"), (3, "c")]
+        );
+        assert!(seed_major::<u8>(&[1], &[]).is_empty());
+    }
 
     #[test]
     fn slugs_are_lower_case_words_joined_by_dashes() {

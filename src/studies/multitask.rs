@@ -31,7 +31,9 @@ use mask_train::tasks::multitask::{
 use mask_train::{CheckpointPolicy, EvalRecord, Learner, StepRecord, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use super::arm::{check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start};
+use super::arm::{
+    check_unique_slugs, finished_result, reuse, run_dir, seed_major, train_run, RunSpec,
+};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::probe::{probe_run, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -506,11 +508,7 @@ pub fn run_study<B: AutodiffBackend>(
     let out = PathBuf::from(&study.out_dir);
     let policy = CheckpointPolicy::new(study.checkpoint_every, 1)?;
     let heads = study.model.n_heads;
-    let items: Vec<(u64, &MultiArm)> = study
-        .seeds
-        .iter()
-        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
-        .collect();
+    let items = seed_major(&study.seeds, &study.arms);
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
@@ -519,12 +517,7 @@ pub fn run_study<B: AutodiffBackend>(
             return Ok(r);
         }
         let started = Instant::now();
-        let spec = RunSpec {
-            seed,
-            start: Start::Existing(existing),
-            policy,
-            nodes: None,
-        };
+        let spec = RunSpec::existing(seed, existing, policy);
         let task = task_of(&data, arm)?;
         let config = TrainConfig {
             seed,

@@ -31,7 +31,8 @@ use mask_train::{CheckpointPolicy, EvalRecord, Learner, RankMetrics, StepRecord,
 use serde::{Deserialize, Serialize};
 
 use super::arm::{
-    check_contrasts, check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start,
+    check_contrasts, check_unique_slugs, finished_result, reuse, run_dir, seed_major, train_run,
+    RunSpec,
 };
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -612,11 +613,7 @@ pub fn run_study<B: AutodiffBackend>(
         data.data.n_items,
         data.data.n_interactions()
     )));
-    let items: Vec<(u64, &ItemArm)> = study
-        .seeds
-        .iter()
-        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
-        .collect();
+    let items = seed_major(&study.seeds, &study.arms);
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
@@ -625,12 +622,11 @@ pub fn run_study<B: AutodiffBackend>(
             return Ok(r);
         }
         let started = Instant::now();
-        let spec = RunSpec {
+        let spec = RunSpec::existing(
             seed,
-            start: Start::Existing(existing),
-            policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
-            nodes: None,
-        };
+            existing,
+            CheckpointPolicy::new(study.checkpoint_every, 1)?,
+        );
         // Fitting a finished run again does no step.
         let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
         let model = learner.model().valid();

@@ -30,7 +30,9 @@ use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, Train
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
-use super::arm::{check_unique_slugs, finished_result, reuse, run_dir, train_run, RunSpec, Start};
+use super::arm::{
+    check_unique_slugs, finished_result, reuse, run_dir, seed_major, train_run, RunSpec,
+};
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::probe::{probe_run, PosData, PosProbeConfig, PosProbeResult};
 use super::report::{as_written, fmt_mean_std, mean_std, write_json, write_text};
@@ -1295,11 +1297,7 @@ pub fn run_study<B: AutodiffBackend>(
     let data = TextData::prepare(study, sink)?;
     let out = PathBuf::from(&study.out_dir);
     let policy = CheckpointPolicy::new(study.checkpoint_every, 1)?;
-    let items: Vec<(u64, &ArmConfig)> = study
-        .seeds
-        .iter()
-        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
-        .collect();
+    let items = seed_major(&study.seeds, &study.arms);
     let runs = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
@@ -1310,12 +1308,7 @@ pub fn run_study<B: AutodiffBackend>(
             return Ok(r);
         }
         let started = Instant::now();
-        let spec = RunSpec {
-            seed,
-            start: Start::Existing(existing),
-            policy,
-            nodes: None,
-        };
+        let spec = RunSpec::existing(seed, existing, policy);
         // Fitting a finished run again does no step.
         let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
         let heldout = heldout_protocol(study, &data, &learner.model().valid(), device)?;

@@ -25,7 +25,7 @@ use mask_train::{CheckpointPolicy, Decay, EvalRecord, Learner, StepRecord, Train
 use serde::{Deserialize, Serialize};
 
 use super::arm::{
-    check_contrasts, check_unique_slugs, finished_result, run_dir, train_run, RunSpec, Start,
+    check_contrasts, check_unique_slugs, finished_result, run_dir, seed_major, train_run, RunSpec,
 };
 use super::plot::{arm_curves, plot_panels, smoothed, Panel};
 use super::report::{as_written, fmt_mean_std, write_json, write_text};
@@ -658,22 +658,17 @@ pub fn run_study<B: AutodiffBackend>(
         });
     }
     let first_seed = study.seeds[0];
-    let items: Vec<(u64, &PatchArm)> = study
-        .seeds
-        .iter()
-        .flat_map(|&seed| study.arms.iter().map(move |arm| (seed, arm)))
-        .collect();
+    let items = seed_major(&study.seeds, &study.arms);
     let done = run_parallel(study.jobs, items, sink, |(seed, arm), sink| {
         let dir = run_dir(&out, &arm.name, seed);
         let label = format!("{} / seed {seed}", arm.name);
         let finished = finished_result::<VisionRunResult>(&dir, existing)?;
         let started = Instant::now();
-        let spec = RunSpec {
+        let spec = RunSpec::existing(
             seed,
-            start: Start::Existing(existing),
-            policy: CheckpointPolicy::new(study.checkpoint_every, 1)?,
-            nodes: None,
-        };
+            existing,
+            CheckpointPolicy::new(study.checkpoint_every, 1)?,
+        );
         // Fitting a finished run again does no step.
         let learner = pretrain::<B>(study, &data, arm, &spec, (device, &[]), sink)?;
         let model = learner.model().valid();
