@@ -54,11 +54,57 @@ fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
     }
 }
 
-/// The contiguous `f32` values of a flex tensor (a copy only when it is a strided view).
+/// The float primitive of backend `C`'s tensor as a tensor of `B`, where `B` is `C`.
+fn rebuild<C: Backend, B: Backend, const D: usize>(p: C::FloatTensorPrimitive) -> Tensor<B, D> {
+    cast(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
+        .unwrap_or_else(|_| unreachable!("B is C"))
+}
+
+/// `t`'s float primitive as backend `C`'s, where `B` is `C`.
+fn primitive<B: Backend, C: Backend, const D: usize>(t: Tensor<B, D>) -> C::FloatTensorPrimitive {
+    cast::<_, Tensor<C, D>>(t)
+        .unwrap_or_else(|_| unreachable!("B is C"))
+        .into_primitive()
+        .tensor()
+}
+
+/// `on_autodiff` when `B` is `Autodiff<Flex>`, `on_plain` when it is `Flex`, applied to `x`'s
+/// float primitive; `Err(x)` (unchanged) for every other backend and for element types other
+/// than `f32`.
+fn on_flex<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    on_autodiff: impl FnOnce(AutodiffFlexFloat) -> AutodiffFlexFloat,
+    on_plain: impl FnOnce(FlexTensor) -> FlexTensor,
+) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let x = match cast::<_, Tensor<Autodiff<Flex>, D>>(x) {
+        Ok(x) => {
+            let y = on_autodiff(x.into_primitive().tensor());
+            return Ok(rebuild::<Autodiff<Flex>, B, D>(y));
+        }
+        Err(x) => x,
+    };
+    match cast::<_, Tensor<Flex, D>>(x) {
+        Ok(x) => Ok(rebuild::<Flex, B, D>(on_plain(x.into_primitive().tensor()))),
+        Err(x) => Err(x),
+    }
+}
+
+/// `Autodiff<Flex>`'s float primitive: the flex tensor and its graph node.
+type AutodiffFlexFloat = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+
+/// The contiguous `f32` values of a flex tensor (copied once when it is a strided view).
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .into_data()
+                .into_vec::<f32>()
+                .expect("an f32 tensor"),
+        ),
     }
 }
 
@@ -85,6 +131,7 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
+/// A contiguous flex tensor of `values` with `like`'s (logical) shape.
 fn flex(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
 }
@@ -93,8 +140,8 @@ fn flex(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
 // GELU
 // ---------------------------------------------------------------------------------------------
 
-/// `0.5 x (1 + erf(x / sqrt 2))`, as `crate::activation::gelu_reference` computes it on flex:
-/// `(x * (erf(x * c) + 1)) * 0.5`.
+/// `0.5 x (1 + erf(x / sqrt 2))`, as the tensor-op reference (the caller's fallback) computes
+/// it on flex: `(x * (erf(x * c) + 1)) * 0.5`.
 #[inline]
 fn gelu_f32(x: f32) -> f32 {
     (x * (libm::erff(x * FRAC_1_SQRT_2 as f32) + 1.0)) * 0.5
@@ -136,36 +183,21 @@ impl Backward<Flex, 1> for GeluBackward {
 pub(crate) fn try_gelu<B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
-    if x.dtype() != DType::F32 {
-        return Err(x);
-    }
-    let x = match cast::<Tensor<B, D>, Tensor<Autodiff<Flex>, D>>(x) {
-        Ok(x) => {
-            let t = x.into_primitive().tensor();
-            let out = match GeluBackward
-                .prepare::<NoCheckpointing>([t.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let y = gelu_flex(&t.primitive);
-                    prep.finish(t.primitive, y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(gelu_flex(&t.primitive)),
-            };
-            let y = Tensor::<Autodiff<Flex>, D>::from_primitive(TensorPrimitive::Float(out));
-            return Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>")));
-        }
-        Err(x) => x,
-    };
-    match cast::<Tensor<B, D>, Tensor<Flex, D>>(x) {
-        Ok(x) => {
-            let y = gelu_flex(&x.into_primitive().tensor());
-            let y = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y));
-            Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Flex")))
-        }
-        Err(x) => Err(x),
-    }
+    on_flex(
+        x,
+        |t| match GeluBackward
+            .prepare::<NoCheckpointing>([t.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = gelu_flex(&t.primitive);
+                prep.finish(t.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gelu_flex(&t.primitive)),
+        },
+        |t| gelu_flex(&t),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,10 +302,6 @@ fn layer_norm_backward(
     (dx, to32(dgamma), to32(dbeta))
 }
 
-fn flex_shaped(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 #[derive(Debug)]
 struct LayerNormBackward;
 
@@ -287,15 +315,14 @@ impl Backward<Flex, 3> for LayerNormBackward {
         let (dx, dgamma, dbeta) =
             layer_norm_backward(&values(&x), &values(&gamma), &stats, &values(&g));
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let d = gamma.layout().shape().clone();
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, &x));
         }
         if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex_shaped(dgamma, d.clone()));
+            grads.register::<Flex>(node.id, flex(dgamma, &gamma));
         }
         if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex_shaped(dbeta, d));
+            grads.register::<Flex>(node.id, flex(dbeta, &gamma));
         }
     }
 }
@@ -320,62 +347,40 @@ pub(crate) fn try_layer_norm<B: Backend, const D: usize>(
     let Some(beta) = norm.beta.as_ref() else {
         return Err(x);
     };
-    if x.dtype() != DType::F32 || norm.gamma.val().dtype() != DType::F32 {
+    if norm.gamma.val().dtype() != DType::F32 {
         return Err(x);
     }
     let Some(eps) = layer_norm_epsilon(norm) else {
         return Err(x);
     };
-    let shape = x.shape();
-    let x = match cast::<Tensor<B, D>, Tensor<Autodiff<Flex>, D>>(x) {
-        Ok(x) => {
-            let gamma: Tensor<Autodiff<Flex>, 1> = cast(norm.gamma.val())
-                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
-            let beta: Tensor<Autodiff<Flex>, 1> = cast(beta.val())
-                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
-            let (t, gt, bt) = (
-                x.into_primitive().tensor(),
-                gamma.into_primitive().tensor(),
-                beta.into_primitive().tensor(),
-            );
+    on_flex(
+        x,
+        |t| {
+            let gt = primitive::<B, Autodiff<Flex>, 1>(norm.gamma.val());
+            let bt = primitive::<B, Autodiff<Flex>, 1>(beta.val());
             let (y, stats) = layer_norm_forward(
                 &values(&t.primitive),
                 &values(&gt.primitive),
                 &values(&bt.primitive),
                 eps,
             );
-            let y = flex_shaped(y, shape);
-            let out = match LayerNormBackward
+            let y = flex(y, &t.primitive);
+            match LayerNormBackward
                 .prepare::<NoCheckpointing>([t.node.clone(), gt.node.clone(), bt.node.clone()])
                 .compute_bound()
                 .stateful()
             {
                 OpsKind::Tracked(prep) => prep.finish((t.primitive, gt.primitive, stats), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            let y = Tensor::<Autodiff<Flex>, D>::from_primitive(TensorPrimitive::Float(out));
-            return Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>")));
-        }
-        Err(x) => x,
-    };
-    match cast::<Tensor<B, D>, Tensor<Flex, D>>(x) {
-        Ok(x) => {
-            let gamma: Tensor<Flex, 1> = cast(norm.gamma.val())
-                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
-            let beta: Tensor<Flex, 1> = cast(beta.val())
-                .unwrap_or_else(|_| unreachable!("gamma and beta share x's backend"));
-            let (y, _) = layer_norm_forward(
-                &values(&x.into_primitive().tensor()),
-                &values(&gamma.into_primitive().tensor()),
-                &values(&beta.into_primitive().tensor()),
-                eps,
-            );
-            let y =
-                Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(flex_shaped(y, shape)));
-            Ok(cast(y).unwrap_or_else(|_| unreachable!("B is Flex")))
-        }
-        Err(x) => Err(x),
-    }
+            }
+        },
+        |t| {
+            let gamma = primitive::<B, Flex, 1>(norm.gamma.val());
+            let beta = primitive::<B, Flex, 1>(beta.val());
+            let (y, _) = layer_norm_forward(&values(&t), &values(&gamma), &values(&beta), eps);
+            flex(y, &t)
+        },
+    )
 }
 
 #[cfg(test)]
