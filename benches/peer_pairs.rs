@@ -8,12 +8,13 @@
 //!   (peer: `collator.py`);
 //! - `attention <mask> <len> [fwd|fwd_bwd]`: B4 H8 D64 f32 masked attention, `none`,
 //!   `window128` (causal band 0 <= q - k < 128) or `documents4` (four equal documents). Forward
-//!   uses the host kernel on flex; forward+backward the block-sparse kernel under
-//!   `Autodiff<Flex>` (peer: `sdpa.py`);
+//!   uses the host kernel on flex; forward+backward its autodiff node under `Autodiff<Flex>`
+//!   (`host_train`; peer: `sdpa.py`);
 //! - `train_step <all|masked>`: one `bert-small-peer` MLM step at 32 x 128 on `Autodiff<Flex>`,
 //!   forward, loss at ~15% positions, backward and AdamW, dropout 0.1 (peer:
 //!   `hf_bert_step.py`). `all` computes logits at every position as HF does; `masked` runs the
-//!   head at the masked positions only, as `mask-train` trains.
+//!   head at the masked positions only, as `mask-train` trains. Attention through the host
+//!   kernel's autodiff node (`DYNMASK_PEER_KERNEL=block_sparse`: the burn-ops kernel).
 //!
 //! `DYNMASK_PEER_BACKEND=ndarray|wgpu` runs the train step (and forward+backward attention) on
 //! that backend instead of flex; on wgpu the forward attention uses burn's fused kernel, the GPU
@@ -30,7 +31,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
-use mask_attn::kernels::{block_sparse, fused, host};
+use mask_attn::kernels::{fused, host, host_train};
 use mask_attn::*;
 use mask_core::{
     BatchContext, BatchMasker, MaskRng, MaskedBatch, MaskingConfig, RateSchedule, Regime,
@@ -158,8 +159,9 @@ fn attention_on<Bk: Backend>(mask_name: &str, len: usize, backward: bool, reps: 
         };
         time(1, reps, || {
             let (q, k, v) = (t(&qd), t(&kd), t(&vd));
+            // The host kernel's autodiff node on flex; block-sparse on other backends.
             let out =
-                block_sparse::attention(q, k, v, &*mask, &AttnOptions::default(), None).unwrap();
+                host_train::attention(q, k, v, &*mask, &AttnOptions::default(), None).unwrap();
             let grads = out.sum().backward();
             Autodiff::<Bk>::sync(&device).unwrap();
             std::hint::black_box(grads);
@@ -193,7 +195,15 @@ fn train_step<Bk: AutodiffBackend>(all_positions: bool, reps: usize) {
     const SEQ: usize = 128;
     let device = Default::default();
     Bk::seed(&device, 0);
-    let config = MlmConfig::new(TextEncoderConfig::preset("bert-small-peer").unwrap());
+    let mut encoder = TextEncoderConfig::preset("bert-small-peer").unwrap();
+    // The host kernel trains on flex through its own autodiff node and falls back to
+    // block-sparse on other autodiff backends; `DYNMASK_PEER_KERNEL=block_sparse` measures the
+    // burn-ops kernel on flex instead (the lever's before).
+    encoder.transformer.kernel = match std::env::var("DYNMASK_PEER_KERNEL").as_deref() {
+        Ok("block_sparse") => AttnKernel::BlockSparse,
+        _ => AttnKernel::Host,
+    };
+    let config = MlmConfig::new(encoder);
     let vocab = config.encoder.vocab_size;
     let mut rng = MaskRng::for_example(7, 0, 0, 0);
     let ids: Vec<u32> = (0..BATCH * SEQ)

@@ -68,7 +68,7 @@ impl Drop for DropoutScope {
 }
 
 /// The sub-key of the next dropout call on this thread (advances the count).
-fn next_call_key() -> u64 {
+pub(crate) fn next_call_key() -> u64 {
     STREAM.with(|s| {
         let (key, calls) = s.get();
         s.set((key, calls.wrapping_add(1)));
@@ -129,6 +129,33 @@ pub fn keep_mask<T: Copy + Send + Sync>(
         fill((0, &mut mask));
     }
     mask
+}
+
+/// Multiplies `values[j]` by `1 / keep` where element `first + j` of the call keyed `call_key`
+/// is kept ([`keeps`]) and by 0 where it is not: a window of [`keep_mask`]'s mask applied in
+/// place (the attention kernels use it on one row of weights at a time).
+pub(crate) fn apply_keep_mask(call_key: u64, first: usize, keep: f64, values: &mut [f32]) {
+    let threshold = threshold(keep);
+    let scale = (1.0 / keep) as f32;
+    let pick = |half: u64| if half < threshold { scale } else { 0.0 };
+    let draw = |pair: usize| mix64(call_key.wrapping_add((pair as u64 + 1).wrapping_mul(GOLDEN)));
+    // Element `first + j` reads half `(first + j) mod 2` of draw `(first + j) / 2`.
+    let odd_start = first & 1 == 1 && !values.is_empty();
+    let (head, body) = values.split_at_mut(usize::from(odd_start));
+    if let [x] = head {
+        *x *= pick(draw(first / 2) >> 32); // the high half of a draw
+    }
+    let pair0 = first.div_ceil(2);
+    let n_pairs = body.len() / 2;
+    let mut pairs = body.chunks_exact_mut(2);
+    for (j, pair) in (&mut pairs).enumerate() {
+        let d = draw(pair0 + j);
+        pair[0] *= pick(d & 0xffff_ffff);
+        pair[1] *= pick(d >> 32);
+    }
+    if let [x] = pairs.into_remainder() {
+        *x *= pick(draw(pair0 + n_pairs) & 0xffff_ffff);
+    }
 }
 
 /// Zeroes each element with probability `prob` and scales the rest by `1 / (1 - prob)`, while
@@ -218,6 +245,28 @@ mod tests {
             .filter(|&j| mask[2 * j + 1] > 0.0 && mask[2 * j + 2] > 0.0)
             .count() as f64;
         assert!((across - (pairs - 1) as f64 * p2).abs() < five_sigma(pairs, p2));
+    }
+
+    /// A window of the mask applied in place equals the one-element definition for every start
+    /// parity and length (the attention kernels apply it one row of weights at a time).
+    #[test]
+    fn windows_of_the_mask_match_the_definition() {
+        let (key, keep) = (0x0fed_cba9_8765_4321, 0.7);
+        let scale = (1.0 / keep) as f32;
+        for first in [0usize, 1, 2, 7, 64, 1001] {
+            for len in [0usize, 1, 2, 3, 8, 33] {
+                let mut row: Vec<f32> = (0..len).map(|j| j as f32 + 0.5).collect();
+                apply_keep_mask(key, first, keep, &mut row);
+                for (j, &x) in row.iter().enumerate() {
+                    let want = if keeps(key, first + j, keep) {
+                        (j as f32 + 0.5) * scale
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(x, want, "first {first} len {len} element {j}");
+                }
+            }
+        }
     }
 
     /// Thresholds: keep = 1/2 keeps exactly the draws below 2^31.

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod dropout;
 pub mod error;
+pub mod flex;
 pub mod kernels;
 pub mod mask;
 pub mod module;

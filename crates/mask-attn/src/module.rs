@@ -120,14 +120,12 @@ impl<B: Backend> MaskedSelfAttention<B> {
         let q = qk(split(self.query.forward(x.clone())));
         let k = qk(split(self.key.forward(x.clone())));
         let v = split(self.value.forward(x));
-        // burn's fused op and the host kernel are inference paths: neither has dropout; the
-        // host kernel has no gradient, and under `Autodiff` burn decomposes its fused op anyway
-        // (full score matrix), with NaN gradients for rows without a visible key on wgpu.
-        // Training goes through the block-sparse kernel.
+        // burn's fused op is an inference path: no dropout, and under `Autodiff` burn
+        // decomposes it (full score matrix), with NaN gradients for rows without a visible key
+        // on wgpu. Training goes through the block-sparse kernel instead. (The host kernel
+        // trains on flex and falls back to block-sparse on other autodiff backends itself.)
         let kernel = match self.kernel {
-            AttnKernel::Fused | AttnKernel::Host if B::ad_enabled(&q.device()) => {
-                AttnKernel::BlockSparse
-            }
+            AttnKernel::Fused if B::ad_enabled(&q.device()) => AttnKernel::BlockSparse,
             k => k,
         };
         let options = AttnOptions::default().with_tile(self.tile);

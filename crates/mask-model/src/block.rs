@@ -95,9 +95,7 @@ impl<B: Backend> TransformerBlock<B> {
     ) -> Result<Tensor<B, 3>> {
         Ok(match self.norm {
             NormPlacement::PostLn => {
-                let x = self
-                    .attn_norm
-                    .forward(x.clone() + self.attention(x, mask, rope)?);
+                let x = normalize(&self.attn_norm, x.clone() + self.attention(x, mask, rope)?);
                 normalize(&self.ff_norm, x.clone() + self.feed_forward(x))
             }
             NormPlacement::PreLn => {

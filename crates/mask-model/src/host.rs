@@ -27,7 +27,6 @@
 //!
 //! Both are tested in `tests/suite/host.rs` against the reference.
 
-use std::any::Any;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 use std::sync::Arc;
 
@@ -38,35 +37,13 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::nn::LayerNorm;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData, TensorPrimitive};
+use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
+use mask_attn::flex::{cast, primitive, rebuild};
 use rayon::prelude::*;
 
 /// Elements per rayon task: below two chunks the kernel runs on the calling thread.
 const CHUNK: usize = 1 << 15;
-
-/// `Ok(t as U)` when `T` and `U` are the same type, else `Err(t)` (safe specialisation).
-fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
-    let mut slot = Some(t);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("just filled")),
-        None => Err(slot.expect("not taken")),
-    }
-}
-
-/// The float primitive of backend `C`'s tensor as a tensor of `B`, where `B` is `C`.
-fn rebuild<C: Backend, B: Backend, const D: usize>(p: C::FloatTensorPrimitive) -> Tensor<B, D> {
-    cast(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
-        .unwrap_or_else(|_| unreachable!("B is C"))
-}
-
-/// `t`'s float primitive as backend `C`'s, where `B` is `C`.
-fn primitive<B: Backend, C: Backend, const D: usize>(t: Tensor<B, D>) -> C::FloatTensorPrimitive {
-    cast::<_, Tensor<C, D>>(t)
-        .unwrap_or_else(|_| unreachable!("B is C"))
-        .into_primitive()
-        .tensor()
-}
 
 /// `on_autodiff` when `B` is `Autodiff<Flex>`, `on_plain` when it is `Flex`, applied to `x`'s
 /// float primitive; `Err(x)` (unchanged) for every other backend and for element types other
@@ -386,12 +363,6 @@ pub(crate) fn try_layer_norm<B: Backend, const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cast_is_identity_on_the_same_type_and_refuses_others() {
-        assert_eq!(cast::<u32, u32>(7), Ok(7));
-        assert_eq!(cast::<u32, i32>(7), Err(7));
-    }
 
     #[test]
     fn layer_norm_epsilon_is_read_back_exactly() {

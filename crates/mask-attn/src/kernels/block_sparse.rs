@@ -33,7 +33,7 @@ use crate::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::{Bool, TensorData};
 
-use super::{check_qkv, AttnOptions, MASKED_SCORE, MIN_DENOMINATOR};
+use super::{check_qkv, divide_exactly, AttnOptions, MASKED_SCORE, MIN_DENOMINATOR};
 use crate::error::Result;
 use crate::mask::{AttnMask, TileKind};
 use crate::tiles::{allowed_block, TileMap};
@@ -148,7 +148,7 @@ pub fn attention_with_map<B: Backend>(
             });
         }
         let (_, l, acc) = state.expect("runs is non-empty");
-        outputs.push(acc / l.clamp_min(MIN_DENOMINATOR)); // [B, H, Tq, Dv]
+        outputs.push(divide_exactly(acc, l.clamp_min(MIN_DENOMINATOR))); // [B, H, Tq, Dv]
     }
     Tensor::cat(outputs, 2) // [B, H, T, Dv]
 }

@@ -1,4 +1,4 @@
-//! Masked attention on host slices: the CPU fast path (inference).
+//! Masked attention on host slices: the CPU fast path (forward; [`super::host_train`] trains it).
 //!
 //! The same online-softmax recurrence as [`super::block_sparse`], but per (batch element, head,
 //! query tile) on `f32` host memory, so that:
@@ -28,10 +28,10 @@
 //! Trade-offs, honestly:
 //! - It reads the tensors back to the host and uploads the result: free on the CPU backends
 //!   (NdArray, flex), a round trip on a GPU, where burn's fused kernel is the fast path.
-//! - It is forward-only. Under `Autodiff` there is no gradient through host memory, so
-//!   [`crate::MaskedSelfAttention`] trains through the block-sparse kernel, as with `Fused`;
-//!   calling [`attention`] directly on an autodiff tensor returns a value with no gradient path.
-//! - No dropout (inference).
+//! - This module is the forward pass. [`super::host_train`] makes it trainable on
+//!   `Autodiff<Flex>` (one autodiff node, flash-style backward, dropout); calling
+//!   [`attention`] directly on an autodiff tensor returns a value with no gradient path.
+//! - No dropout here (inference); `host_train` applies it inside the recurrence.
 //! - The `exp` is accurate to ~2 ulp over the range that matters (`x <= 0` after the max shift);
 //!   results match [`super::reference`] to ~1e-6, tested in `tests/kernels.rs`.
 
@@ -52,7 +52,7 @@ use crate::error::{AttnError, Result};
 use crate::mask::{AttnMask, TileKind};
 use crate::tiles::TileMap;
 
-/// Masked attention on host memory (forward only; see the module documentation).
+/// Masked attention on host memory, no gradient (see the module documentation).
 ///
 /// # Shapes
 /// - `q`: `[B, H, T, D]`, `k`: `[B, H, S, D]`, `v`: `[B, H, S, Dv]`
@@ -164,16 +164,33 @@ pub fn attention_host(
             });
         }
     }
+    check_map(map, dims)?;
+    let operands = Operands {
+        q: Operand::contiguous(q, [batch, heads, seq_q, d]),
+        k: Operand::contiguous(k, [batch, heads, seq_k, d]),
+        v: Operand::contiguous(v, [batch, heads, seq_k, dv]),
+    };
+    let bits = PartialBits::new(map);
+    let (out, _lse) = forward(&operands, dims, Some(mask), map, &bits, scale, None);
+    Ok(out)
+}
+
+/// Refuses a tile map built for other sizes than `dims`.
+pub(crate) fn check_map(map: &TileMap, dims: HostDims) -> Result<()> {
     let (map_batch, map_q, map_k) = map.sizes();
-    let map_heads_ok = map.heads() == 1 || map.heads() == heads;
+    let map_heads_ok = map.heads() == 1 || map.heads() == dims.heads;
     for (what, expected, got) in [
-        ("batch of the tile map", batch, map_batch),
-        ("query positions of the tile map", seq_q, map_q),
-        ("key positions of the tile map", seq_k, map_k),
+        ("batch of the tile map", dims.batch, map_batch),
+        ("query positions of the tile map", dims.seq_q, map_q),
+        ("key positions of the tile map", dims.seq_k, map_k),
         (
             "heads of the tile map",
-            heads,
-            if map_heads_ok { heads } else { map.heads() },
+            dims.heads,
+            if map_heads_ok {
+                dims.heads
+            } else {
+                map.heads()
+            },
         ),
     ] {
         if expected != got {
@@ -184,55 +201,326 @@ pub fn attention_host(
             });
         }
     }
-    let mut out = vec![0.0f32; batch * heads * seq_q * dv];
+    Ok(())
+}
+
+/// A `[B, H, N, C]` operand on host memory, element `(b, h, n, c)` at
+/// `data[offset + b sb + h sh + n sn + c sc]`: a contiguous tensor or a strided view of one
+/// (the head split `[B, T, H, D] -> [B, H, T, D]` is a view, read in place by `gemm`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    data: &'a [f32],
+    offset: usize,
+    /// `[sb, sh, sn, sc]`.
+    strides: [usize; 4],
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major `[B, H, N, C]` slice.
+    pub(crate) fn contiguous(data: &'a [f32], [_, h, n, c]: [usize; 4]) -> Self {
+        Self {
+            data,
+            offset: 0,
+            strides: [h * n * c, n * c, c, 1],
+        }
+    }
+
+    /// A strided view, or `None` when some element of `dims` would lie outside `data`.
+    pub(crate) fn strided(
+        data: &'a [f32],
+        offset: usize,
+        strides: [usize; 4],
+        dims: [usize; 4],
+    ) -> Option<Self> {
+        if dims.contains(&0) {
+            return Some(Self {
+                data,
+                offset,
+                strides,
+            });
+        }
+        let last = dims.iter().zip(&strides).try_fold(offset, |at, (&n, &s)| {
+            at.checked_add((n - 1).checked_mul(s)?)
+        })?;
+        (last < data.len()).then_some(Self {
+            data,
+            offset,
+            strides,
+        })
+    }
+
+    /// Pointer to element `(b, h, n, 0)`.
+    pub(crate) fn row(&self, b: usize, h: usize, n: usize) -> *const f32 {
+        let [sb, sh, sn, _] = self.strides;
+        // In bounds: `strided` checked the last element, and callers pass indices within dims.
+        self.data[self.offset + b * sb + h * sh + n * sn..].as_ptr()
+    }
+
+    /// Element `(b, h, n, c)`.
+    pub(crate) fn get(&self, b: usize, h: usize, n: usize, c: usize) -> f32 {
+        let [sb, sh, sn, sc] = self.strides;
+        self.data[self.offset + b * sb + h * sh + n * sn + c * sc]
+    }
+
+    /// `(row stride, column stride)` of the `[N, C]` matrix of one (b, h), for `gemm`.
+    pub(crate) fn strides_rc(&self) -> (isize, isize) {
+        (self.strides[2] as isize, self.strides[3] as isize)
+    }
+}
+
+/// The three inputs of one attention problem.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operands<'a> {
+    pub(crate) q: Operand<'a>,
+    pub(crate) k: Operand<'a>,
+    pub(crate) v: Operand<'a>,
+}
+
+/// Dropout on the attention weights inside the kernel: element `(b, h, i, j)` of the weights
+/// `[B, H, T, S]` is kept as element `((b H + h) T + i) S + j` of one dropout call
+/// ([`crate::dropout::keeps`]), the same mask the reference kernel draws with one call over the
+/// whole weight tensor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropSpec {
+    pub(crate) call_key: u64,
+    pub(crate) keep: f64,
+}
+
+impl DropSpec {
+    /// Applies the mask to the weights `row` of query `i` from key `first_key` on.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply(
+        &self,
+        dims: HostDims,
+        b: usize,
+        h: usize,
+        i: usize,
+        first_key: usize,
+        row: &mut [f32],
+    ) {
+        let first = ((b * dims.heads + h) * dims.seq_q + i) * dims.seq_k + first_key;
+        crate::dropout::apply_keep_mask(self.call_key, first, self.keep, row);
+    }
+}
+
+/// The forward recurrence over every (batch element, head, query tile) in parallel: the output
+/// `[B, H, T, Dv]` (row-major) and each row's log-sum-exp `[B, H, T]` of its visible scaled
+/// scores (`-inf` for a row with no visible key), which the backward pass needs.
+pub(crate) fn forward(
+    x: &Operands,
+    dims: HostDims,
+    mask: Option<&dyn AttnMask>,
+    map: &TileMap,
+    bits: &PartialBits,
+    scale: f32,
+    drop: Option<DropSpec>,
+) -> (Vec<f32>, Vec<f32>) {
+    let HostDims {
+        heads,
+        seq_q,
+        v_dim: dv,
+        ..
+    } = dims;
+    let mut out = vec![0.0f32; dims.batch * heads * seq_q * dv];
+    let mut lse = vec![f32::NEG_INFINITY; dims.batch * heads * seq_q];
     if out.is_empty() {
-        return Ok(out);
+        return (out, lse);
     }
     let tile_rows = map.q_range(0).len().max(1);
     let hm = map.heads();
-    // Element masks of partial tiles, built on first use and shared by every head when the mask
-    // is head-independent (one `allows` call per element per example, not per head).
-    let tile_bits: Vec<OnceLock<Vec<u64>>> = (0..batch * hm * map.n_q_tiles() * map.n_k_tiles())
-        .map(|_| OnceLock::new())
-        .collect();
     out.par_chunks_mut(seq_q * dv)
+        .zip(lse.par_chunks_mut(seq_q))
         .enumerate()
-        .for_each(|(bh, out_head)| {
+        .for_each(|(bh, (out_head, lse_head))| {
             let (b, h) = (bh / heads, bh % heads);
             let mh = if hm == 1 { 0 } else { h };
-            let q_head = &q[bh * seq_q * d..(bh + 1) * seq_q * d];
-            let k_head = &k[bh * seq_k * d..(bh + 1) * seq_k * d];
-            let v_head = &v[bh * seq_k * dv..(bh + 1) * seq_k * dv];
             out_head
                 .par_chunks_mut(tile_rows * dv)
+                .zip(lse_head.par_chunks_mut(tile_rows))
                 .enumerate()
-                .for_each(|(qt, acc)| {
-                    let qr = map.q_range(qt);
+                .for_each(|(qt, (acc, lse))| {
                     let runs = map.key_runs(|kt| map.kind(b, mh, qt, kt), MAX_RUN);
                     let task = Task {
                         b,
                         h,
                         mh,
                         qt,
-                        qr,
-                        d,
-                        dv,
+                        qr: map.q_range(qt),
+                        dims,
                         scale,
-                        mask,
-                        map,
-                        tile_bits: &tile_bits,
+                        masks: PartialMasks { mask, map, bits },
                     };
-                    task.run(q_head, k_head, v_head, &runs, acc);
+                    task.run(x, &runs, acc, lse, drop);
                 });
         });
-    Ok(out)
+    (out, lse)
 }
 
 /// Widest run of key tiles merged into one product: the score block `[Tq, W]` of 128 x 512
 /// floats (256 KiB) stays in L2 between the two products and the `exp` pass. Measured on the
 /// dense L = 2048 case (2-core dev machine, 2026-11-30): 256 keys 429 ms, 512 keys 380 ms, a
 /// whole 2048-key row 430 ms.
-const MAX_RUN: usize = 512;
+pub(crate) const MAX_RUN: usize = 512;
+
+/// Element masks of the partial tiles of a [`TileMap`] `[B, Hm, n_qt, n_kt]`, built on first
+/// use: rows of `ceil(w / 64)` words, bit set = may attend. Shared by every head when the mask
+/// is head-independent (one `allows` call per element per example, not per head), and kept by
+/// the backward pass, which visits the same tiles as the forward pass.
+#[derive(Debug)]
+pub(crate) struct PartialBits(Vec<OnceLock<Vec<u64>>>);
+
+impl PartialBits {
+    /// No tile built yet.
+    pub(crate) fn new(map: &TileMap) -> Self {
+        let (batch, _, _) = map.sizes();
+        Self(
+            (0..batch * map.heads() * map.n_q_tiles() * map.n_k_tiles())
+                .map(|_| OnceLock::new())
+                .collect(),
+        )
+    }
+}
+
+/// Where the partial tiles' element masks come from: `mask` builds a missing one (forward);
+/// without it every tile must have been built already (backward, after its forward).
+#[derive(Clone, Copy)]
+pub(crate) struct PartialMasks<'a> {
+    pub(crate) mask: Option<&'a dyn AttnMask>,
+    pub(crate) map: &'a TileMap,
+    pub(crate) bits: &'a PartialBits,
+}
+
+impl PartialMasks<'_> {
+    /// Sets the masked scores of every tile of the partial run `kr` (columns of `s [Tq, W]`,
+    /// rows `qr` of query tile `qt`) to `-inf`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply(
+        &self,
+        (b, h, mh): (usize, usize, usize),
+        qt: usize,
+        qr: &Range<usize>,
+        s: &mut [f32],
+        w: usize,
+        kr: &Range<usize>,
+    ) {
+        let map = self.map;
+        let tile_k = map.k_range(0).len();
+        let n_kt = map.n_k_tiles();
+        for kt in kr.start / tile_k..kr.end.div_ceil(tile_k) {
+            let cols = map.k_range(kt);
+            let words = cols.len().div_ceil(64);
+            let at = ((b * map.heads() + mh) * map.n_q_tiles() + qt) * n_kt + kt;
+            let build = || {
+                let mask = self
+                    .mask
+                    .expect("the forward pass built every partial tile the backward pass visits");
+                let mut bits = vec![0u64; qr.len() * words];
+                for (i, qi) in qr.clone().enumerate() {
+                    for (j, ki) in cols.clone().enumerate() {
+                        if mask.allows(b, h, qi, ki) {
+                            bits[i * words + j / 64] |= 1 << (j % 64);
+                        }
+                    }
+                }
+                bits
+            };
+            let bits = self.bits.0[at].get_or_init(build);
+            let offset = cols.start - kr.start;
+            for (i, row) in s.chunks_exact_mut(w).enumerate() {
+                let row_bits = &bits[i * words..(i + 1) * words];
+                for (j, x) in row[offset..offset + cols.len()].iter_mut().enumerate() {
+                    if (row_bits[j / 64] >> (j % 64)) & 1 == 0 {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `s = scale * a b^T` for `a [M, K]` and `b [N, K]` rows of operands (`s [M, N]` row-major).
+///
+/// # Safety
+/// `a` and `b` must address `m` and `n` rows of `k` elements with the given strides, and `s`
+/// must hold `m * n` elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_abt(
+    s: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: *const f32,
+    (a_rs, a_cs): (isize, isize),
+    b: *const f32,
+    (b_rs, b_cs): (isize, isize),
+    scale: f32,
+) {
+    debug_assert!(s.len() >= m * n);
+    // SAFETY: the caller's contract; `b` read as [K, N] has column stride b_rs, row stride b_cs.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            s.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_rs,
+            b_cs,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// `c += a b` for `a [M, K]` (strides `a_rs`, `a_cs`), `b [K, N]` (strides `b_rs`, `b_cs`)
+/// and `c [M, N]` row-major with row stride `c_rs`.
+///
+/// # Safety
+/// Every pointer must address its matrix with the given strides; `c` must not alias the others.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_acc(
+    c: *mut f32,
+    c_rs: isize,
+    (m, n, k): (usize, usize, usize),
+    a: *const f32,
+    (a_rs, a_cs): (isize, isize),
+    b: *const f32,
+    (b_rs, b_cs): (isize, isize),
+    beta: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            c_rs,
+            true,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
 
 /// One (batch element, head, query tile).
 struct Task<'a> {
@@ -242,29 +530,26 @@ struct Task<'a> {
     mh: usize,
     qt: usize,
     qr: Range<usize>,
-    d: usize,
-    dv: usize,
+    dims: HostDims,
     scale: f32,
-    mask: &'a dyn AttnMask,
-    map: &'a TileMap,
-    /// Per tile of the map `[B, Hm, n_qt, n_kt]`: its element mask, rows of `ceil(w / 64)`
-    /// words, bit set = may attend.
-    tile_bits: &'a [OnceLock<Vec<u64>>],
+    masks: PartialMasks<'a>,
 }
 
 impl Task<'_> {
-    /// Accumulates into `acc [Tq, Dv]` (zeroed) and normalises it.
+    /// Accumulates into `acc [Tq, Dv]` (zeroed), normalises it and writes each row's
+    /// log-sum-exp into `lse [Tq]`.
     fn run(
         &self,
-        q_head: &[f32],
-        k_head: &[f32],
-        v_head: &[f32],
+        x: &Operands,
         runs: &[(Range<usize>, TileKind)],
         acc: &mut [f32],
+        lse: &mut [f32],
+        drop: Option<DropSpec>,
     ) {
-        let (d, dv) = (self.d, self.dv);
+        let (d, dv) = (self.dims.head_dim, self.dims.v_dim);
+        let (b, h) = (self.b, self.h);
         let tq = self.qr.len();
-        let q_i = &q_head[self.qr.start * d..self.qr.end * d]; // [Tq, D]
+        let q_i = x.q.row(b, h, self.qr.start); // [Tq, D]
         let mut m = vec![f32::NEG_INFINITY; tq];
         let mut l = vec![0.0f32; tq];
         let max_w = runs.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
@@ -272,36 +557,23 @@ impl Task<'_> {
         for (kr, kind) in runs {
             let w = kr.len();
             let s = &mut s[..tq * w];
-            let k_j = &k_head[kr.start * d..kr.end * d]; // [W, D]
-            let v_j = &v_head[kr.start * dv..kr.end * dv]; // [W, Dv]
-                                                           // s = scale * q_i k_j^T.
-                                                           // SAFETY: the pointers address `s` [Tq, W], `q_i` [Tq, D] and `k_j` [W, D] (read as
-                                                           // [D, W] with column stride D), all within their slices, and `s` is not aliased.
+            // s = scale * q_i k_j^T.
+            // SAFETY: `q_i` and `k_j` address Tq and W rows of D elements of their operands
+            // (bounds checked when the operands were made), `s` holds Tq x W.
             unsafe {
-                gemm(
-                    tq,
-                    w,
-                    d,
-                    s.as_mut_ptr(),
-                    1,
-                    w as isize,
-                    false,
-                    q_i.as_ptr(),
-                    1,
-                    d as isize,
-                    k_j.as_ptr(),
-                    d as isize,
-                    1,
-                    0.0,
+                gemm_abt(
+                    s,
+                    (tq, w, d),
+                    q_i,
+                    x.q.strides_rc(),
+                    x.k.row(b, h, kr.start),
+                    x.k.strides_rc(),
                     self.scale,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
                 );
             }
             if *kind == TileKind::Partial {
-                self.apply_partial_masks(s, w, kr);
+                self.masks
+                    .apply((b, h, self.mh), self.qt, &self.qr, s, w, kr);
             }
             for (i, row) in s.chunks_exact_mut(w).enumerate() {
                 let m_new = m[i].max(row_max(row));
@@ -319,80 +591,42 @@ impl Task<'_> {
                         .for_each(|a| *a *= alpha);
                 }
                 m[i] = m_new;
+                // Dropout acts on the weights that multiply V, not on the normaliser.
+                if let Some(drop) = drop {
+                    drop.apply(self.dims, b, h, self.qr.start + i, kr.start, row);
+                }
             }
             // acc += p v_j
-            // SAFETY: `acc` [Tq, Dv], `s` [Tq, W] (now p) and `v_j` [W, Dv] are row-major within
-            // their slices; `acc` is not aliased.
+            // SAFETY: `acc` [Tq, Dv] and `s` [Tq, W] (now p) are row-major slices, `v_j`
+            // addresses W rows of Dv elements of its operand; `acc` is not aliased.
             unsafe {
-                gemm(
-                    tq,
-                    dv,
-                    w,
+                gemm_acc(
                     acc.as_mut_ptr(),
-                    1,
                     dv as isize,
-                    true,
+                    (tq, dv, w),
                     s.as_ptr(),
-                    1,
-                    w as isize,
-                    v_j.as_ptr(),
-                    1,
-                    dv as isize,
+                    (w as isize, 1),
+                    x.v.row(b, h, kr.start),
+                    x.v.strides_rc(),
                     1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
                 );
             }
         }
-        for (row, li) in acc.chunks_exact_mut(dv).zip(&l) {
+        for ((row, li), (mi, lse)) in acc.chunks_exact_mut(dv).zip(&l).zip(m.iter().zip(lse)) {
             // A row that saw no visible key has l = 0 and acc = 0: output 0.
             let inv = if *li > 0.0 { 1.0 / li } else { 0.0 };
             row.iter_mut().for_each(|a| *a *= inv);
-        }
-    }
-}
-
-impl Task<'_> {
-    /// Sets the masked scores of every tile of the partial run `kr` (columns of `s [Tq, W]`)
-    /// to `-inf`, building each tile's bits on first use.
-    fn apply_partial_masks(&self, s: &mut [f32], w: usize, kr: &Range<usize>) {
-        let tile_k = self.map.k_range(0).len();
-        let n_kt = self.map.n_k_tiles();
-        for kt in kr.start / tile_k..kr.end.div_ceil(tile_k) {
-            let cols = self.map.k_range(kt);
-            let words = cols.len().div_ceil(64);
-            let at = ((self.b * self.map.heads() + self.mh) * self.map.n_q_tiles() + self.qt)
-                * n_kt
-                + kt;
-            let bits = self.tile_bits[at].get_or_init(|| {
-                let mut bits = vec![0u64; self.qr.len() * words];
-                for (i, qi) in self.qr.clone().enumerate() {
-                    for (j, ki) in cols.clone().enumerate() {
-                        if self.mask.allows(self.b, self.h, qi, ki) {
-                            bits[i * words + j / 64] |= 1 << (j % 64);
-                        }
-                    }
-                }
-                bits
-            });
-            let offset = cols.start - kr.start;
-            for (i, row) in s.chunks_exact_mut(w).enumerate() {
-                let row_bits = &bits[i * words..(i + 1) * words];
-                for (j, x) in row[offset..offset + cols.len()].iter_mut().enumerate() {
-                    if (row_bits[j / 64] >> (j % 64)) & 1 == 0 {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-            }
+            *lse = if *li > 0.0 {
+                mi + li.ln()
+            } else {
+                f32::NEG_INFINITY
+            };
         }
     }
 }
 
 /// Maximum of a row (`-inf` for an empty or fully masked row).
-fn row_max(row: &[f32]) -> f32 {
+pub(crate) fn row_max(row: &[f32]) -> f32 {
     // Eight independent lanes so that the loop vectorises (a single `fold(max)` is a serial
     // dependency chain).
     let mut lanes = [f32::NEG_INFINITY; 8];
@@ -411,7 +645,7 @@ fn row_max(row: &[f32]) -> f32 {
 
 /// Replaces `row[j]` by `exp(row[j] - shift)` and returns their sum. `shift` is finite and
 /// `>= row[j]`, so every argument is `<= 0`; `-inf` entries become exactly 0.
-fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
+pub(crate) fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

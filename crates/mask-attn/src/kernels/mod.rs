@@ -6,7 +6,8 @@
 //! - [`block_sparse`]: tiled online softmax (flash-attention style) that skips empty tiles.
 //! - [`fused`]: burn's `module::attention` (a fused flash kernel on GPU backends at inference).
 //! - [`host`]: the CPU fast path: per-example tile skipping, `gemm` and a vectorised `exp` on
-//!   host memory (forward only, inference).
+//!   host memory; [`host_train`] makes it trainable on `Autodiff<Flex>` (one autodiff node with
+//!   a flash-style backward) and falls back to `block_sparse` on other autodiff backends.
 //!
 //! All three follow one convention for a query row with no visible key: output exactly 0 and
 //! zero gradient (PyTorch SDPA / FlexAttention).
@@ -14,6 +15,7 @@
 pub mod block_sparse;
 pub mod fused;
 pub mod host;
+pub mod host_train;
 pub mod reference;
 
 use crate::dropout::Dropout;
@@ -35,6 +37,21 @@ pub(crate) const MASKED_SCORE: f32 = -1.0e30;
 /// never sits on the clamp's boundary where the gradient would be cut.
 pub(crate) const MIN_DENOMINATOR: f32 = 0.5;
 
+/// `x / denom` (broadcast over the last axis) whose gradient does not go through the backend's
+/// `recip`: burn's autodiff differentiates `a / b` into `grad * recip(b)`, and burn-ndarray's
+/// SIMD `recip` is the CPU's approximate reciprocal (`_mm256_rcp_ps` on AVX2: 12 bits, relative
+/// error up to 3.7e-4; `rcp14` on AVX-512), which put the attention gradients up to 1.5% off on
+/// an AVX2 machine (dq 0.00824 for 0.00837). Here the inverse is an exact division with an
+/// untracked numerator, and the gradient of a product needs no reciprocal. Costs one `[.., 1]`
+/// division; forward values may differ from `x / denom` in the last bit.
+///
+/// # Shapes
+/// - `x`: `[B, H, T, C]`, `denom`: `[B, H, T, 1]`; output `[B, H, T, C]`
+pub(crate) fn divide_exactly<B: Backend>(x: Tensor<B, 4>, denom: Tensor<B, 4>) -> Tensor<B, 4> {
+    let inverse = denom.ones_like().div(denom); // [B, H, T, 1]
+    x.mul(inverse)
+}
+
 /// Which kernel computes masked attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,7 +63,8 @@ pub enum AttnKernel {
     BlockSparse,
     /// [`fused::attention`]: burn's fused attention (no dropout support).
     Fused,
-    /// [`host::attention`]: the CPU fast path on host memory (forward only, no dropout).
+    /// [`host_train::attention`]: the CPU fast path on host memory; trains on
+    /// `Autodiff<Flex>` (with dropout), block-sparse on other autodiff backends.
     Host,
 }
 
@@ -149,6 +167,6 @@ pub fn masked_attention<B: Backend>(
         }
         AttnKernel::BlockSparse => block_sparse::attention(q, k, v, mask, options, dropout),
         AttnKernel::Fused => fused::attention(q, k, v, mask, options.scale),
-        AttnKernel::Host => host::attention(q, k, v, mask, options),
+        AttnKernel::Host => host_train::attention(q, k, v, mask, options, dropout),
     }
 }

@@ -10,10 +10,9 @@
 
 use crate::dropout::Dropout;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::Bool;
 
-use super::{MASKED_SCORE, MIN_DENOMINATOR};
+use super::{divide_exactly, MASKED_SCORE, MIN_DENOMINATOR};
 
 /// Masked scaled dot-product attention.
 ///
@@ -35,17 +34,20 @@ pub fn attention<B: Backend>(
     let seq_k = k.dims()[2];
     let scale = scale.unwrap_or(1.0 / (head_dim as f64).sqrt());
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, T, S]
-    let weights = match masked {
-        None => softmax(scores, 3),
-        Some(masked) => {
-            let masked = masked.expand([batch, heads, seq_q, seq_k]);
-            let scores = scores.mask_fill(masked.clone(), MASKED_SCORE);
-            let row_max = scores.clone().max_dim(3); // [B, H, T, 1]
-            let p = (scores - row_max).exp().mask_fill(masked, 0.0);
-            let denom = p.clone().sum_dim(3).clamp_min(MIN_DENOMINATOR); // [B, H, T, 1]
-            p / denom
-        }
+    let masked = masked.map(|m| m.expand([batch, heads, seq_q, seq_k]));
+    let scores = match &masked {
+        Some(masked) => scores.mask_fill(masked.clone(), MASKED_SCORE),
+        None => scores,
     };
+    let row_max = scores.clone().max_dim(3); // [B, H, T, 1]
+    let p = (scores - row_max).exp(); // [B, H, T, S]
+    let p = match masked {
+        Some(masked) => p.mask_fill(masked, 0.0),
+        None => p,
+    };
+    let denom = p.clone().sum_dim(3).clamp_min(MIN_DENOMINATOR); // [B, H, T, 1]
+                                                                 // Not `p / denom`: see `divide_exactly` (the backend's approximate reciprocal).
+    let weights = divide_exactly(p, denom);
     let weights = match dropout {
         Some(d) => d.forward(weights),
         None => weights,
