@@ -43,7 +43,7 @@ fi
 
 # Build once, then run the binary itself (no cargo between pairs, and edits made while the
 # script runs cannot trigger a rebuild mid-comparison).
-OURS_BIN=$(cargo bench --bench peer_pairs --no-run --message-format=json 2>/dev/null \
+OURS_BIN=$(cargo bench --workspace --bench peer_pairs --no-run --message-format=json 2>/dev/null \
   | "$PY" -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
