@@ -128,6 +128,19 @@ pub struct HostDims {
     pub v_dim: usize,
 }
 
+impl HostDims {
+    /// The shapes of `q [B, H, T, D]`, `k [B, H, S, D]` and `v [B, H, S, Dv]` (and of their
+    /// gradients).
+    pub fn qkv_shapes(&self) -> [[usize; 4]; 3] {
+        let (b, h) = (self.batch, self.heads);
+        [
+            [b, h, self.seq_q, self.head_dim],
+            [b, h, self.seq_k, self.head_dim],
+            [b, h, self.seq_k, self.v_dim],
+        ]
+    }
+}
+
 /// The kernel on row-major host slices `q [B, H, T, D]`, `k [B, H, S, D]`, `v [B, H, S, Dv]`;
 /// returns `[B, H, T, Dv]`. `map` must have been built for `mask` at these sizes.
 ///
@@ -143,32 +156,22 @@ pub fn attention_host(
     map: &TileMap,
     scale: f32,
 ) -> Result<Vec<f32>> {
-    let HostDims {
-        batch,
-        heads,
-        seq_q,
-        seq_k,
-        head_dim: d,
-        v_dim: dv,
-    } = dims;
-    for (field, got, expected) in [
-        ("q", q.len(), batch * heads * seq_q * d),
-        ("k", k.len(), batch * heads * seq_k * d),
-        ("v", v.len(), batch * heads * seq_k * dv),
-    ] {
-        if got != expected {
+    let shapes = dims.qkv_shapes();
+    for ((field, slice), shape) in [("q", q), ("k", k), ("v", v)].into_iter().zip(shapes) {
+        let expected = shape.iter().product();
+        if slice.len() != expected {
             return Err(AttnError::Length {
                 field,
                 expected,
-                got,
+                got: slice.len(),
             });
         }
     }
     check_map(map, dims)?;
     let operands = Operands {
-        q: Operand::contiguous(q, [batch, heads, seq_q, d]),
-        k: Operand::contiguous(k, [batch, heads, seq_k, d]),
-        v: Operand::contiguous(v, [batch, heads, seq_k, dv]),
+        q: Operand::contiguous(q, shapes[0]),
+        k: Operand::contiguous(k, shapes[1]),
+        v: Operand::contiguous(v, shapes[2]),
     };
     let bits = PartialBits::new(map);
     let (out, _lse) = forward(&operands, dims, Some(mask), map, &bits, scale, None);

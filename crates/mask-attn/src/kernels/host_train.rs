@@ -243,19 +243,7 @@ impl Backward<Flex, 3> for AttentionBackward {
         let saved = ops.state;
         let g = grads.consume::<Flex>(&ops.node);
         let [dq, dk, dv] = saved.backward(&g);
-        let HostDims {
-            batch,
-            heads,
-            seq_q,
-            seq_k,
-            head_dim,
-            v_dim,
-        } = saved.dims;
-        let shapes = [
-            [batch, heads, seq_q, head_dim],
-            [batch, heads, seq_k, head_dim],
-            [batch, heads, seq_k, v_dim],
-        ];
+        let shapes = saved.dims.qkv_shapes();
         for ((parent, grad), shape) in ops.parents.into_iter().zip([dq, dk, dv]).zip(shapes) {
             if let Some(node) = parent {
                 grads
@@ -268,17 +256,11 @@ impl Backward<Flex, 3> for AttentionBackward {
 impl Saved {
     /// `[dq, dk, dv]` (row-major `[B, H, T or S, D or Dv]`) for the output gradient `g`.
     fn backward(&self, g: &FlexTensor) -> [Vec<f32>; 3] {
-        let HostDims {
-            batch,
-            heads,
-            seq_q,
-            seq_k,
-            head_dim: d,
-            v_dim: dv,
-        } = self.dims;
-        let mut dq = vec![0f32; batch * heads * seq_q * d];
-        let mut dk = vec![0f32; batch * heads * seq_k * d];
-        let mut dv_all = vec![0f32; batch * heads * seq_k * dv];
+        let shapes = self.dims.qkv_shapes();
+        let [mut dq, mut dk, mut dv_all] = shapes.map(|s| vec![0f32; s.iter().product()]);
+        // One head's rows of each gradient: T x D, S x D, S x Dv.
+        let [q_head, k_head, v_head] = shapes.map(|s| s[2] * s[3]);
+        let heads = self.dims.heads;
         if dq.is_empty() || dk.is_empty() || dv_all.is_empty() {
             // Some size is 0: every gradient is empty or 0.
             return [dq, dk, dv_all];
@@ -291,9 +273,9 @@ impl Saved {
         };
         let go = read(g, &copies[3]);
         let out = read(&self.out, &None);
-        dq.par_chunks_mut(seq_q * d)
-            .zip(dk.par_chunks_mut(seq_k * d))
-            .zip(dv_all.par_chunks_mut(seq_k * dv))
+        dq.par_chunks_mut(q_head)
+            .zip(dk.par_chunks_mut(k_head))
+            .zip(dv_all.par_chunks_mut(v_head))
             .enumerate()
             .for_each(|(bh, ((dq, dk), dv))| {
                 let (b, h) = (bh / heads, bh % heads);
