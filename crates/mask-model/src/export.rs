@@ -178,12 +178,18 @@ impl NamedTensors {
 
     /// HF `BertForMaskedLM` names.
     pub fn bert_mlm<B: Backend>(model: &MlmModel<B>) -> Self {
-        Self::collect(model, Some(to_hf())).with_token_types(model.encoder.d_model())
+        Self::bert(model, model.encoder.d_model())
     }
 
     /// HF `BertForSequenceClassification` names (mean pooling has no `bert.pooler`).
     pub fn bert_classifier<B: Backend>(model: &ClassifierModel<B>) -> Self {
-        Self::collect(model, Some(to_hf())).with_token_types(model.encoder.d_model())
+        Self::bert(model, model.encoder.d_model())
+    }
+
+    /// HF BERT names for any model with a BERT encoder of width `d_model` (the two typed
+    /// entry points above keep the public API to the models HF can load).
+    fn bert<B: Backend, M: Module<B>>(model: &M, d_model: usize) -> Self {
+        Self::collect(model, Some(to_hf())).with_token_types(d_model)
     }
 
     /// Any module by burn field path, in PyTorch layout (Linear weights `[out, in]`,

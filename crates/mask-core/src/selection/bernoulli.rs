@@ -30,9 +30,10 @@ impl Selector for BernoulliSelector {
         }
         let n = ex.len();
         let buf = &mut scratch.positions;
-        // One spare slot: the unconditional write after the last hit may land at index n.
-        if buf.len() < n + 1 {
-            buf.resize(n + 1, 0);
+        // n slots suffice: before position i is written, k <= i (at most one hit per position
+        // so far), so every unconditional write lands at an index <= i <= n - 1.
+        if buf.len() < n {
+            buf.resize(n, 0);
         }
         // Branch-free compaction: always write, advance only on a hit. Each 64-bit draw serves
         // two positions (low and high halves), special or not, so the stream layout does not

@@ -56,12 +56,13 @@ pub struct SpanSelector {
 impl SpanSelector {
     /// `geometric_p` in `(0, 1]`, `1 <= min_span <= max_span`.
     pub fn new(geometric_p: f64, min_span: u32, max_span: u32, anchor: SpanAnchor) -> Result<Self> {
+        let bad_p = || MaskError::InvalidValue {
+            field: "geometric_p",
+            value: geometric_p.to_string(),
+            expected: "a probability in (0, 1]",
+        };
         if !(geometric_p.is_finite() && geometric_p > 0.0 && geometric_p <= 1.0) {
-            return Err(MaskError::InvalidValue {
-                field: "geometric_p",
-                value: geometric_p.to_string(),
-                expected: "a probability in (0, 1]",
-            });
+            return Err(bad_p());
         }
         if min_span == 0 {
             return Err(MaskError::InvalidValue {
@@ -73,11 +74,8 @@ impl SpanSelector {
         if min_span > max_span {
             return Err(MaskError::SpanRange { min_span, max_span });
         }
-        let geometric = Geometric::new(geometric_p).map_err(|_| MaskError::InvalidValue {
-            field: "geometric_p",
-            value: geometric_p.to_string(),
-            expected: "a probability in (0, 1]",
-        })?;
+        // rand_distr accepts every p the check above lets through; mapped, not unwrapped.
+        let geometric = Geometric::new(geometric_p).map_err(|_| bad_p())?;
         Ok(Self {
             geometric_p,
             min_span,
