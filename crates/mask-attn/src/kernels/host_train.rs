@@ -28,7 +28,8 @@
 //!   thread's counter-based dropout stream, exactly as the reference kernel does, so the two
 //!   kernels agree with dropout on too (tested).
 //! - The inputs are read in place with their strides (the `[B, T, H, D] -> [B, H, T, D]` head
-//!   split is a view), so the split costs no copy.
+//!   split is a view), so the split costs no copy; the output and the gradients are laid out
+//!   like their inputs, so the merge back to `[B, T, H * D]` costs none either.
 //! - Trade-offs: the backward pass recomputes `q k^T` (one more product than storing the
 //!   weights, but no `[B, H, T, S]` buffer kept between passes); it is parallel over (b, h) only
 //!   (key tiles of one head accumulate into the same `dk`, `dv` rows), so B x H below the thread
@@ -172,10 +173,11 @@ fn train_flex(
         };
         forward(&x, dims, Some(mask), &map, &bits, scale, drop)
     };
-    let out = FlexTensor::from_data(TensorData::new(
+    let out = laid_out(
         out,
         [dims.batch, dims.heads, dims.seq_q, dims.v_dim],
-    ));
+        head_split(&q.primitive),
+    );
     let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
     Ok(
         match AttentionBackward
@@ -203,6 +205,43 @@ fn train_flex(
     )
 }
 
+/// Whether `t` (`[B, H, N, C]`) is the head-split view of a row-major `[B, N, H, C]` buffer,
+/// `linear(x).reshape([B, N, H, C]).swap_dims(1, 2)`, as `MaskedSelfAttention` makes q, k and v.
+fn head_split(t: &FlexTensor) -> bool {
+    let layout = t.layout();
+    match *layout.shape().as_slice() {
+        [_, h, n, c] => {
+            let split = [n * h * c, c, h * c, 1].map(|s| s as isize);
+            layout.strides() == split.as_slice()
+        }
+        _ => false,
+    }
+}
+
+/// `values`, row-major `[B, H, N, C]`, as a `[B, H, N, C]` tensor. With `split`, stored as
+/// row-major `[B, N, H, C]` (one parallel pass of row copies) and returned as that buffer's
+/// head-split view: a result laid out like its head-split input lets the caller's swap back
+/// and merge of the heads (`swap_dims(1, 2).reshape([B, N, H * C])`) cost no copy, where
+/// flex would otherwise copy element by element on one thread, forward (the output) and
+/// backward (q, k and v's gradients).
+fn laid_out(values: Vec<f32>, [b, h, n, c]: [usize; 4], split: bool) -> FlexTensor {
+    if !split || values.is_empty() {
+        return FlexTensor::from_data(TensorData::new(values, [b, h, n, c]));
+    }
+    let mut rows = vec![0f32; values.len()];
+    rows.par_chunks_mut(h * c)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(bn, row)| {
+            let (bi, ni) = (bn / n, bn % n);
+            for (hi, dst) in row.chunks_exact_mut(c).enumerate() {
+                let src = ((bi * h + hi) * n + ni) * c;
+                dst.copy_from_slice(&values[src..src + c]);
+            }
+        });
+    FlexTensor::from_data(TensorData::new(rows, [b, n, h, c])).transpose(1, 2)
+}
+
 fn host_dims(q: &FlexTensor, v: &FlexTensor) -> HostDims {
     let (qd, vd) = (q.layout().shape().as_slice(), v.layout().shape().as_slice());
     HostDims {
@@ -222,7 +261,7 @@ struct Saved {
     q: FlexTensor,
     k: FlexTensor,
     v: FlexTensor,
-    /// `[B, H, T, Dv]`, contiguous.
+    /// `[B, H, T, Dv]`, laid out like `q` ([`laid_out`]).
     out: FlexTensor,
     /// `[B, H, T]`.
     lse: Vec<f32>,
@@ -244,10 +283,16 @@ impl Backward<Flex, 3> for AttentionBackward {
         let g = grads.consume::<Flex>(&ops.node);
         let [dq, dk, dv] = saved.backward(&g);
         let shapes = saved.dims.qkv_shapes();
-        for ((parent, grad), shape) in ops.parents.into_iter().zip([dq, dk, dv]).zip(shapes) {
+        let inputs = [&saved.q, &saved.k, &saved.v];
+        for (((parent, grad), shape), input) in ops
+            .parents
+            .into_iter()
+            .zip([dq, dk, dv])
+            .zip(shapes)
+            .zip(inputs)
+        {
             if let Some(node) = parent {
-                grads
-                    .register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(grad, shape)));
+                grads.register::<Flex>(node.id, laid_out(grad, shape, head_split(input)));
             }
         }
     }
