@@ -36,7 +36,8 @@
 //!   results match [`super::reference`] to ~1e-6, tested in `tests/kernels.rs`.
 
 // `gemm` has only a raw-pointer API, and the AVX2 copy of the exp loop needs a
-// `#[target_feature]` function: the workspace's one exception to `unsafe_code = "deny"`.
+// `#[target_feature]` function: one of the workspace's two exceptions to `unsafe_code = "deny"`
+// (the other: mask-model's `host.rs`, for the same kind of function).
 #![allow(unsafe_code)]
 
 use std::ops::Range;
@@ -700,7 +701,7 @@ fn exp_shifted_sum_portable<const FMA: bool>(row: &mut [f32], shift: f32) -> f32
 /// (Cephes `expf` coefficients), and `2^n` built in the exponent bits. Below `-87.3` (where
 /// `e^x` is subnormal) it returns 0, as softmax weights that small are.
 #[inline(always)]
-pub(crate) fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
+pub fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
     let fma = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;

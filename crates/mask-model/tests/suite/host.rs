@@ -1,7 +1,8 @@
 //! The fused flex kernels (`src/host.rs`) against the burn code they replace:
-//! - GELU: equal bit for bit to the tensor-op reference on flex, forward and backward, on
-//!   tensors large enough to be split over threads and on strided views; where it does not
-//!   apply (NdArray, flex `f64`) the reference itself;
+//! - GELU: within the two implementations' error bounds of the tensor-op reference on flex
+//!   (the fused kernel's `erf` has PyTorch's precision, the reference's is libm's `erff`),
+//!   forward and backward, on tensors large enough to be split over threads and on strided
+//!   views; where it does not apply (NdArray, flex `f64`) the reference itself;
 //! - LayerNorm: within f32 summation error of burn's module, forward and all three gradients,
 //!   deterministic across runs; NdArray runs the module itself.
 
@@ -31,26 +32,62 @@ fn inputs<Bk: Backend>(shape: [usize; 3], device: &Bk::Device) -> Tensor<Bk, 3> 
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// How far the fused GELU may be from the reference at `x` (`y`: the reference's value).
+///
+/// Both compute `0.5 x (1 + erf(x / sqrt 2))` in `f32`. The fused `1 + erf` is within
+/// 1.5e-7 (Abramowitz & Stegun 7.1.26) + 1e-6 erfc + 1.2e-7 of the true value (derivation in
+/// `src/host.rs`'s unit test; erfc <= 1 here); the reference's within 2.3e-7 (libm's `erff`
+/// to an ulp, the rounding of `+ 1`, and of `x / sqrt 2`). So they differ by at most
+/// `0.5 |x| (1.5e-6)` plus two roundings of the result on each side.
+fn gelu_tolerance(x: f32, y: f32) -> f32 {
+    0.5 * x.abs() * 1.5e-6 + 4.8e-7 * y.abs()
+}
+
+/// The same for the gradient `w (0.5 (1 + erf) + x e^(-x^2 / 2) / sqrt(2 pi))`: half the
+/// forward bound on `1 + erf`, and on `e^(-x^2/2)` the polynomial `exp` (4e-7) against
+/// libm's (an ulp), with the rounding of `x^2 / 2` (relative `x^2 / 2` ulp) on both sides.
+fn gelu_grad_tolerance(x: f32, w: f32, g: f32) -> f32 {
+    let e = (-0.5 * x * x).exp() * x.abs() * 0.398_942_3;
+    w.abs() * (0.75e-6 + e * (5.2e-7 + x * x * f32::EPSILON)) + 4.8e-7 * g.abs()
+}
+
+/// Elements of `got` farther than `tol(i)` from `want`, with the worst ratio to it.
+fn beyond(got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) -> (usize, f32) {
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0f32;
+    let n = (0..got.len())
+        .filter(|&i| {
+            let r = (got[i] - want[i]).abs() / tol(i).max(f32::MIN_POSITIVE);
+            worst = worst.max(r);
+            r > 1.0
+        })
+        .count();
+    (n, worst)
+}
+
 #[test]
-fn fused_gelu_forward_equals_the_reference_bit_for_bit_on_flex() {
+fn fused_gelu_forward_is_within_the_error_bound_of_the_reference_on_flex() {
     let device = Default::default();
     // 2 x 3 x 40000 = 240,000 elements: several of the kernel's 32k-element chunks.
     let x = inputs::<Flex>([2, 3, 40_000], &device);
-    let fused = bits(values(gelu(x.clone())));
-    let reference = bits(values(gelu_reference(x.clone())));
-    assert_eq!(fused.len(), reference.len());
-    let differing = fused.iter().zip(&reference).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "{differing} elements differ");
-    // A strided view (the transpose of the last two axes) gives the transposed result.
-    let xt = x.swap_dims(1, 2);
+    let (xs, fused) = (values(x.clone()), values(gelu(x.clone())));
+    let reference = values(gelu_reference(x.clone()));
+    let (n, worst) = beyond(&fused, &reference, |i| gelu_tolerance(xs[i], reference[i]));
     assert_eq!(
-        bits(values(gelu(xt.clone()))),
-        bits(values(gelu_reference(xt)))
+        n, 0,
+        "{n} elements beyond the bound (worst {worst} x bound)"
+    );
+    assert_eq!(fused[0], 0.0);
+    // A strided view (the transpose of the last two axes) gives the transposed result.
+    let xt = x.clone().swap_dims(1, 2);
+    assert_eq!(
+        bits(values(gelu(xt))),
+        bits(values(gelu(x).swap_dims(1, 2)))
     );
 }
 
 #[test]
-fn fused_gelu_gradient_equals_the_reference_bit_for_bit_under_autodiff() {
+fn fused_gelu_gradient_is_within_the_error_bound_of_the_reference_under_autodiff() {
     let device = Default::default();
     let x0 = inputs::<FlexTrain>([4, 5, 20_000], &device);
     // An upstream gradient that is not all ones: loss = sum(gelu(x) * w).
@@ -64,25 +101,34 @@ fn fused_gelu_gradient_equals_the_reference_bit_for_bit_under_autodiff() {
     };
     let (fused_y, fused_g) = grad(gelu);
     let (ref_y, ref_g) = grad(gelu_reference);
-    assert_eq!(bits(fused_y), bits(ref_y));
-    let (fused_g, ref_g) = (bits(fused_g), bits(ref_g));
-    let differing = fused_g.iter().zip(&ref_g).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "{differing} gradient elements differ");
-    // And the gradient is GELU's: at x = 0 it is w / 2 (Phi(0) + 0 phi(0)).
-    let g0 = f32::from_bits(fused_g[0]);
-    let w0 = values(w.clone())[0];
-    assert_eq!(g0, w0 * 0.5);
+    let (xs, ws) = (values(x0.clone()), values(w.clone()));
+    let (n, _) = beyond(&fused_y, &ref_y, |i| gelu_tolerance(xs[i], ref_y[i]));
+    assert_eq!(n, 0, "{n} forward elements beyond the bound");
+    let (n, worst) = beyond(&fused_g, &ref_g, |i| {
+        gelu_grad_tolerance(xs[i], ws[i], ref_g[i])
+    });
+    assert_eq!(
+        n, 0,
+        "{n} gradient elements beyond the bound (worst {worst} x bound)"
+    );
+    // And the gradient is GELU's: at x = 0 it is w / 2 (Phi(0) + 0 phi(0)), to the
+    // approximation's 1.5e-7 on 1 + erf(0).
+    assert!((fused_g[0] - ws[0] * 0.5).abs() <= ws[0].abs() * 1.5e-7);
 }
 
 #[test]
-fn gelu_without_a_gradient_and_on_other_backends_is_the_reference() {
-    // Untracked autodiff input (inference under an autodiff backend).
+fn gelu_without_a_gradient_is_fused_and_other_backends_run_the_reference() {
+    // Untracked autodiff input (inference under an autodiff backend): the fused kernel, as
+    // on plain flex.
     let device = Default::default();
     let x = inputs::<FlexTrain>([2, 2, 1000], &device);
-    assert_eq!(
-        bits(values(gelu(x.clone()))),
-        bits(values(gelu_reference(x)))
-    );
+    let plain = Tensor::<Flex, 3>::from_data(x.to_data(), &Default::default());
+    assert_eq!(bits(values(gelu(x.clone()))), bits(values(gelu(plain))));
+    let (xs, reference) = (values(x.clone()), values(gelu_reference(x.clone())));
+    let (n, _) = beyond(&values(gelu(x)), &reference, |i| {
+        gelu_tolerance(xs[i], reference[i])
+    });
+    assert_eq!(n, 0);
     // NdArray takes the reference path itself.
     let x = inputs::<B>([2, 2, 1000], &dev());
     assert_eq!(
