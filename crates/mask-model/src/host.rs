@@ -30,8 +30,8 @@
 //! Both are tested in `tests/suite/host.rs` against the reference.
 
 // The SIMD copies of the GELU loops are `#[target_feature]` functions, called after a CPU
-// feature check (as mask-attn's exp loop): the workspace's other exception to
-// `unsafe_code = "deny"`.
+// feature check (as mask-attn's exp loop): one of the exceptions to `unsafe_code = "deny"`
+// that the workspace's Cargo.toml lists.
 #![allow(unsafe_code)]
 
 use std::f64::consts::FRAC_1_SQRT_2;

@@ -36,8 +36,8 @@
 //!   results match [`super::reference`] to ~1e-6, tested in `tests/kernels.rs`.
 
 // `gemm` has only a raw-pointer API, and the AVX2 copy of the exp loop needs a
-// `#[target_feature]` function: one of the workspace's two exceptions to `unsafe_code = "deny"`
-// (the other: mask-model's `host.rs`, for the same kind of function).
+// `#[target_feature]` function: one of the exceptions to `unsafe_code = "deny"` that the
+// workspace's Cargo.toml lists.
 #![allow(unsafe_code)]
 
 use std::ops::Range;
