@@ -147,6 +147,17 @@ impl Corruption {
         self.mask_token_id
     }
 
+    /// `(t_mask, t_random)`: a draw's high half `u` means the mask token if `u < t_mask`, a
+    /// random token if `t_mask <= u < t_random`, keep otherwise.
+    pub(crate) fn action_thresholds(&self) -> (u64, u64) {
+        (self.t_mask, self.t_random)
+    }
+
+    /// The prediction threshold; `None` when every chosen position is predicted (no draw).
+    pub(crate) fn t_predict(&self) -> Option<u64> {
+        self.t_predict
+    }
+
     #[inline(always)]
     fn action(&self, rng: &mut MaskRng) -> Action {
         let u = rng.next_u32() as u64;

@@ -61,6 +61,31 @@ impl<'a> Example<'a> {
 
     /// Checks lengths and the vocabulary range of the ids.
     pub fn validate(&self, vocab_size: u32) -> Result<()> {
+        self.validate_lengths()?;
+        // Branch-free test first, locate the culprit only on failure. An OR of comparisons
+        // vectorises with baseline SSE2; a `u32` max does not (no unsigned max before
+        // SSE4.1) and took 4x as long, a quarter of masking a BERT batch.
+        let any_out = self
+            .ids
+            .iter()
+            .fold(false, |any, &id| any | (id >= vocab_size));
+        if any_out {
+            let position = self
+                .ids
+                .iter()
+                .position(|&id| id >= vocab_size)
+                .unwrap_or(0);
+            return Err(MaskError::TokenOutOfVocab {
+                position,
+                id: self.ids[position],
+                vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The length checks of [`Example::validate`], without the vocabulary range.
+    pub(crate) fn validate_lengths(&self) -> Result<()> {
         let n = self.ids.len();
         if n > MAX_SEQ_LEN {
             return Err(MaskError::SequenceLength {
@@ -92,20 +117,6 @@ impl<'a> Example<'a> {
                     got: t.len(),
                 });
             }
-        }
-        // Branch-free max first (vectorises); locate the culprit only on failure.
-        let max = self.ids.iter().copied().fold(0u32, u32::max);
-        if !self.ids.is_empty() && max >= vocab_size {
-            let position = self
-                .ids
-                .iter()
-                .position(|&id| id >= vocab_size)
-                .unwrap_or(0);
-            return Err(MaskError::TokenOutOfVocab {
-                position,
-                id: self.ids[position],
-                vocab_size,
-            });
         }
         Ok(())
     }

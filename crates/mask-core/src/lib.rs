@@ -49,6 +49,7 @@ mod config;
 mod corruption;
 mod error;
 mod example;
+mod fused;
 pub mod io;
 mod item;
 pub mod patch;

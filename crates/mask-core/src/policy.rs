@@ -4,7 +4,7 @@ use crate::corruption::Corruption;
 use crate::error::{MaskError, Result};
 use crate::example::{Example, MaskedExample, Span, IGNORE_INDEX};
 use crate::regime::Regime;
-use crate::rng::MaskRng;
+use crate::rng::{threshold_u32, MaskRng};
 use crate::schedule::RateSchedule;
 use crate::selection::{SelectScratch, Selector};
 
@@ -41,6 +41,7 @@ impl MaskContext {
 pub struct Scratch {
     pub(crate) select: SelectScratch,
     pub(crate) units: Vec<Span>,
+    pub(crate) fused: crate::fused::FusedScratch,
 }
 
 /// Corrupts one example, reproducibly from its [`MaskContext`].
@@ -174,22 +175,42 @@ impl<S: Selector> TokenMasker<S> {
             MaskRng::STREAM_TOKENS,
         )
     }
-}
 
-impl<S: Selector> MaskPolicy for TokenMasker<S> {
-    fn vocab_size(&self) -> u32 {
-        self.corruption.random_ids().vocab_size()
-    }
-
-    #[inline]
-    fn mask_into(
+    /// [`MaskPolicy::mask_into`], optionally without the fused Bernoulli row (tests compare
+    /// the two).
+    pub(crate) fn mask_into_with(
         &self,
         ex: &Example<'_>,
         ctx: &MaskContext,
         scratch: &mut Scratch,
         out_ids: &mut [u32],
         out_labels: &mut [i32],
+        allow_fused: bool,
     ) -> Result<usize> {
+        let outputs_fit = out_ids.len() == ex.len() && out_labels.len() == ex.len();
+        if allow_fused && outputs_fit && self.selector.is_bernoulli() {
+            // The same masks as the generic path below, bit for bit, where the CPU runs it
+            // (crate::fused); the same errors too: it checks the ids' range as it writes and
+            // leaves the error to `validate` (Bernoulli needs no word ids and checks nothing
+            // else, and the outputs' lengths are right).
+            ex.validate_lengths()?;
+            if let Some(result) = crate::fused::mask_row(
+                ex.ids,
+                ex.special_mask,
+                self.vocab_size(),
+                &self.rng_for(ctx),
+                threshold_u32(self.schedule.rate_at(ctx.step)),
+                &self.corruption,
+                out_ids,
+                out_labels,
+                &mut scratch.fused,
+            ) {
+                return result.or_else(|_| {
+                    ex.validate(self.vocab_size())?;
+                    unreachable!("the fused row found an id out of the vocabulary, validate none")
+                });
+            }
+        }
         ex.validate(self.vocab_size())?;
         if self.selector.needs_word_ids() && ex.word_ids.is_none() {
             return Err(MaskError::MissingWordIds {
@@ -206,14 +227,32 @@ impl<S: Selector> MaskPolicy for TokenMasker<S> {
                 });
             }
         }
-        out_ids.copy_from_slice(ex.ids);
-        out_labels.fill(IGNORE_INDEX);
         let rate = self.schedule.rate_at(ctx.step);
         let mut rng = self.rng_for(ctx);
+        out_ids.copy_from_slice(ex.ids);
+        out_labels.fill(IGNORE_INDEX);
         self.selector
             .select(ex, rate, &mut rng, &mut scratch.select, &mut scratch.units);
         Ok(self
             .corruption
             .apply(ex.ids, &scratch.units, &mut rng, out_ids, out_labels))
+    }
+}
+
+impl<S: Selector> MaskPolicy for TokenMasker<S> {
+    fn vocab_size(&self) -> u32 {
+        self.corruption.random_ids().vocab_size()
+    }
+
+    #[inline]
+    fn mask_into(
+        &self,
+        ex: &Example<'_>,
+        ctx: &MaskContext,
+        scratch: &mut Scratch,
+        out_ids: &mut [u32],
+        out_labels: &mut [i32],
+    ) -> Result<usize> {
+        self.mask_into_with(ex, ctx, scratch, out_ids, out_labels, true)
     }
 }

@@ -21,6 +21,18 @@ pub const fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// wyrand's state increment: draw `j` of a stream at state `s` is [`wyrand`]`(s + j C)`.
+pub(crate) const WY_INCREMENT: u64 = 0xa076_1d64_78bd_642f;
+/// wyrand's multiplier key.
+pub(crate) const WY_XOR: u64 = 0xe703_7ed1_a0b4_28db;
+
+/// wyrand's output function: the 128-bit product `s * (s ^ WY_XOR)`, halves XORed.
+#[inline(always)]
+pub(crate) fn wyrand(s: u64) -> u64 {
+    let t = (s as u128).wrapping_mul((s ^ WY_XOR) as u128);
+    ((t >> 64) as u64) ^ (t as u64)
+}
+
 /// A small, fast, reproducible random stream for one example.
 #[derive(Debug, Clone)]
 pub struct MaskRng {
@@ -54,9 +66,14 @@ impl MaskRng {
     /// Next 64 random bits (wyrand).
     #[inline(always)]
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = (self.state as u128).wrapping_mul((self.state ^ 0xe703_7ed1_a0b4_28db) as u128);
-        ((t >> 64) as u64) ^ (t as u64)
+        self.state = self.state.wrapping_add(WY_INCREMENT);
+        wyrand(self.state)
+    }
+
+    /// The raw state: the next draw is `wyrand(state + WY_INCREMENT)`.
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        self.state
     }
 
     /// Next 32 random bits.

@@ -87,7 +87,14 @@ impl RandomIds {
     /// sorted excluded ids (a handful, so a linear walk beats a binary search).
     #[inline]
     pub fn sample(&self, rng: &mut MaskRng) -> u32 {
-        let mut x = rng.below(self.num_allowed as u64) as u32;
+        self.id_for_draw(rng.next_u64())
+    }
+
+    /// The id [`RandomIds::sample`] returns when the stream's next draw is `r`
+    /// ([`MaskRng::below`]'s multiply-shift, then the walk over excluded ids).
+    #[inline]
+    pub(crate) fn id_for_draw(&self, r: u64) -> u32 {
+        let mut x = ((r as u128 * self.num_allowed as u128) >> 64) as u32;
         for &e in &self.excluded {
             if x >= e {
                 x += 1;

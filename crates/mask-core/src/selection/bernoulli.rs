@@ -14,6 +14,10 @@ impl Selector for BernoulliSelector {
         "bernoulli"
     }
 
+    fn is_bernoulli(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn select(
         &self,

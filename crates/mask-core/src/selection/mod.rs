@@ -105,6 +105,14 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
         out: &mut Vec<Span>,
     );
 
+    /// Whether this is [`BernoulliSelector`]: one independent draw per position, two positions
+    /// per 64-bit draw. [`crate::TokenMasker`] then runs selection and corruption fused (with
+    /// AVX-512 where the CPU has it), which gives the same masks. Only [`BernoulliSelector`]
+    /// (and [`AnySelector`] holding one) may return `true`. Default: `false`.
+    fn is_bernoulli(&self) -> bool {
+        false
+    }
+
     /// Whether masks depend on state learned from feedback (then batches must be made in step
     /// order). Default: `false`.
     fn is_adaptive(&self) -> bool {
@@ -400,6 +408,10 @@ impl Selector for AnySelector {
 
     fn is_adaptive(&self) -> bool {
         self.as_dyn().is_adaptive()
+    }
+
+    fn is_bernoulli(&self) -> bool {
+        matches!(self, AnySelector::Bernoulli(_))
     }
 
     fn observe(&mut self, ids: &[u32], positions: &[u32], losses: &[f32]) {

@@ -1,0 +1,583 @@
+//! The fused Bernoulli row: [`BernoulliSelector`](crate::selection::BernoulliSelector) and
+//! [`Corruption`] of one row in a few AVX-512 passes, giving the same masks as the generic path
+//! (select into spans, then corrupt span by span), bit for bit.
+//!
+//! # Why the masks are the same
+//! wyrand's state only ever moves by a constant `C` ([`MaskRng::next_u64`]), so draw `j` of a
+//! stream is a pure function of the stream's state `s` and `j`: `wy(s + j C)`. Eight draws are
+//! computed at once, in 64-bit lanes (the 64x64->128 product from four 32x32->64 ones).
+//!
+//! - Selection takes draws `1..=ceil(n / 2)`: position `2i` the low half of draw `i + 1`,
+//!   `2i + 1` its high half, an odd last position the high half of its own draw (`next_u32`).
+//!   Sixteen positions per step give a 16-bit mask: `half < t` and not special.
+//! - Corruption takes the next draws in order of the chosen positions: chosen rank `k` reads the
+//!   high half of corruption draw `k + r_k`, where `r_k` is the number of random replacements
+//!   before it (each takes one more draw for its id). Every corruption draw is classified at
+//!   once (mask token / random token / keep); a walk then visits only the random draws, each
+//!   shifting the ranks after it by one. Rows have a handful of random replacements, so the walk
+//!   is a few steps instead of a branch per chosen position.
+//! - A last pass writes `input_ids` and `labels` sixteen positions at a time with blends; the
+//!   rank-ordered "mask token" bits are spread onto positions with `pdep`, and the few random
+//!   ids are written one by one.
+//!
+//! # When it runs
+//! On x86-64 with AVX-512 F/BW/VL and BMI2, for plain Bernoulli selection with
+//! `predict_prob = 1` (the default); otherwise [`mask_row`] returns `None` and the caller takes
+//! the generic path. `tests` compares the two on random rows, lengths, rates and splits.
+//!
+//! # Trade-off
+//! It is the only `unsafe` in mask-core (intrinsics behind a CPU check, masked loads and
+//! stores); the workspace's Cargo.toml lists it. It buys speed nobody's training needs (masking
+//! is far below 1% of a step): the issue that asked for it measures mask generation against
+//! HuggingFace's collator (docs/benchmarks.md).
+#![allow(unsafe_code)]
+
+use crate::corruption::Corruption;
+use crate::rng::MaskRng;
+
+/// Reusable buffers of the fused row (one per [`crate::policy::Scratch`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FusedScratch {
+    /// Bit `p`: position `p` is chosen.
+    hits: Vec<u64>,
+    /// Corruption draws, in stream order.
+    draws: Vec<u64>,
+    /// Bit `j`: corruption draw `j`'s high half says "mask token".
+    mask_draws: Vec<u64>,
+    /// Bit `j`: corruption draw `j`'s high half says "random token".
+    random_draws: Vec<u64>,
+    /// Bit `k`: chosen rank `k` becomes the mask token.
+    masked: Vec<u64>,
+    /// `(rank, id)` of each random replacement.
+    randoms: Vec<(u32, u32)>,
+}
+
+/// Whether this CPU runs the fused row.
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Some id is not below the vocabulary size (the caller finds which, for its error).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct OutOfVocab;
+
+/// Selects with threshold `t_select` ([`crate::rng::threshold_u32`] of the rate) from `rng`
+/// and corrupts, writing every element of `out_ids` and `out_labels`; returns the number of
+/// labels set, or [`OutOfVocab`] (after writing) when an id is `>= vocab_size`. `None`
+/// (nothing written) when the fused row does not apply here: no AVX-512, or
+/// `predict_prob < 1`.
+///
+/// # Panics
+/// If the slices' lengths differ (the caller has checked them).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mask_row(
+    ids: &[u32],
+    special: &[bool],
+    vocab_size: u32,
+    rng: &MaskRng,
+    t_select: u64,
+    corruption: &Corruption,
+    out_ids: &mut [u32],
+    out_labels: &mut [i32],
+    scratch: &mut FusedScratch,
+) -> Option<Result<usize, OutOfVocab>> {
+    let n = ids.len();
+    assert!(special.len() == n && out_ids.len() == n && out_labels.len() == n);
+    if corruption.t_predict().is_some() || !available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `available()` checked every feature `avx512::mask_row` is compiled for.
+        Some(unsafe {
+            avx512::mask_row(
+                ids,
+                special,
+                vocab_size,
+                rng.state(),
+                t_select,
+                corruption,
+                out_ids,
+                out_labels,
+                scratch,
+            )
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (vocab_size, rng, t_select, scratch);
+        None
+    }
+}
+
+/// `len` (1..=64) bits of `words` from bit `start`.
+#[inline(always)]
+fn get_bits(words: &[u64], start: usize, len: usize) -> u64 {
+    let (i, o) = (start / 64, start % 64);
+    let mut v = words[i] >> o;
+    if o != 0 && o + len > 64 {
+        v |= words[i + 1] << (64 - o);
+    }
+    if len == 64 {
+        v
+    } else {
+        v & ((1u64 << len) - 1)
+    }
+}
+
+/// ORs the `len` (1..=64) low bits of `v` into `words` from bit `start`.
+#[inline(always)]
+fn or_bits(words: &mut [u64], start: usize, len: usize, v: u64) {
+    let (i, o) = (start / 64, start % 64);
+    words[i] |= v << o;
+    if o != 0 && o + len > 64 {
+        words[i + 1] |= v >> (64 - o);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{get_bits, or_bits, FusedScratch, OutOfVocab};
+    use crate::corruption::Corruption;
+    use crate::rng::{wyrand, WY_INCREMENT as C, WY_XOR};
+
+    const LOW32: u64 = 0xffff_ffff;
+
+    /// `wy(s)` in each 64-bit lane: the high and low halves of `s * (s ^ WY_XOR)` XORed, the
+    /// 128-bit product assembled from four 32x32->64 products.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn wyrand8(s: __m512i) -> __m512i {
+        let low32 = _mm512_set1_epi64(LOW32 as i64);
+        let b = _mm512_xor_si512(s, _mm512_set1_epi64(WY_XOR as i64));
+        let (ah, bh) = (_mm512_srli_epi64(s, 32), _mm512_srli_epi64(b, 32));
+        let ll = _mm512_mul_epu32(s, b);
+        let lh = _mm512_mul_epu32(s, bh);
+        let hl = _mm512_mul_epu32(ah, b);
+        let hh = _mm512_mul_epu32(ah, bh);
+        // Bits 32..96 of the product; below 3 * 2^32, so no lane overflows.
+        let mid = _mm512_add_epi64(
+            _mm512_add_epi64(_mm512_srli_epi64(ll, 32), _mm512_and_si512(lh, low32)),
+            _mm512_and_si512(hl, low32),
+        );
+        let hi = _mm512_add_epi64(
+            _mm512_add_epi64(hh, _mm512_srli_epi64(lh, 32)),
+            _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)),
+        );
+        let lo = _mm512_or_si512(_mm512_slli_epi64(mid, 32), _mm512_and_si512(ll, low32));
+        _mm512_xor_si512(hi, lo)
+    }
+
+    /// `C, 2C, ..., 8C`: lane `i` of [`states8`]'s offsets.
+    const OFFSETS: [u64; 8] = {
+        let mut o = [0u64; 8];
+        let mut i = 0;
+        while i < 8 {
+            o[i] = C.wrapping_mul(i as u64 + 1);
+            i += 1;
+        }
+        o
+    };
+
+    /// States `s + C, s + 2C, ..., s + 8C`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn states8(s: u64) -> __m512i {
+        // SAFETY: OFFSETS is 64 readable bytes.
+        let offsets = unsafe { _mm512_loadu_si512(OFFSETS.as_ptr().cast()) };
+        _mm512_add_epi64(_mm512_set1_epi64(s as i64), offsets)
+    }
+
+    /// Selection: sets `hits` (zeroed, `n.div_ceil(64)` words) and returns the state after the
+    /// last selection draw.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn select(special: &[bool], s0: u64, t: u64, hits: &mut [u64]) -> u64 {
+        let n = special.len();
+        // `half < t` for t <= 2^32: compare against t in 32 bits, or take all when t = 2^32.
+        let t32 = _mm512_set1_epi32(t.min(LOW32) as u32 as i32);
+        let all: u16 = if t > LOW32 { u16::MAX } else { 0 };
+        let chunks = n / 16;
+        let (mut states, step) = (states8(s0), _mm512_set1_epi64(C.wrapping_mul(8) as i64));
+        let mut word = 0u64;
+        for c in 0..chunks {
+            // Lane 2i is the low half of draw i, lane 2i + 1 its high half: position order.
+            let halves = wyrand8(states);
+            states = _mm512_add_epi64(states, step);
+            let below = _mm512_cmplt_epu32_mask(halves, t32) | all;
+            // SAFETY: c * 16 + 16 <= n = special.len(); 16 bytes are read.
+            let sp = unsafe { _mm_loadu_si128(special.as_ptr().add(c * 16).cast()) };
+            let chosen = below & !_mm_test_epi8_mask(sp, sp);
+            word |= (chosen as u64) << (16 * (c % 4));
+            if c % 4 == 3 || c + 1 == chunks {
+                hits[c / 4] = word;
+                word = 0;
+            }
+        }
+        // The last n % 16 positions one draw (two positions) at a time, as the generic path.
+        let mut s = s0.wrapping_add(C.wrapping_mul(8 * chunks as u64));
+        let mut i = chunks * 16;
+        let mut set = |p: usize, hit: bool| hits[p / 64] |= (hit as u64) << (p % 64);
+        while i + 1 < n {
+            s = s.wrapping_add(C);
+            let r = wyrand(s);
+            set(i, (r & LOW32) < t && !special[i]);
+            set(i + 1, (r >> 32) < t && !special[i + 1]);
+            i += 2;
+        }
+        if i < n {
+            s = s.wrapping_add(C);
+            set(i, (wyrand(s) >> 32) < t && !special[i]);
+        }
+        s
+    }
+
+    /// Extends the corruption draws (from state `s`) to at least `upto`, classifying each.
+    #[target_feature(enable = "avx512f")]
+    fn extend_draws(sc: &mut FusedScratch, s: u64, upto: usize, t_mask: u64, t_random: u64) {
+        let (tm, tr) = (
+            _mm512_set1_epi64(t_mask as i64),
+            _mm512_set1_epi64(t_random as i64),
+        );
+        while sc.draws.len() < upto {
+            let j0 = sc.draws.len();
+            let r = wyrand8(states8(s.wrapping_add(C.wrapping_mul(j0 as u64))));
+            let mut lanes = [0u64; 8];
+            // SAFETY: `lanes` is 64 writable bytes.
+            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), r) };
+            sc.draws.extend_from_slice(&lanes);
+            // Thresholds are up to 2^32: compare the high halves in 64-bit lanes.
+            let u = _mm512_srli_epi64(r, 32);
+            let mask = _mm512_cmplt_epu64_mask(u, tm);
+            let random = _mm512_cmplt_epu64_mask(u, tr) & !mask;
+            // j0 is a multiple of 8: the eight bits never straddle two words.
+            if j0.is_multiple_of(64) {
+                sc.mask_draws.push(0);
+                sc.random_draws.push(0);
+            }
+            sc.mask_draws[j0 / 64] |= (mask as u64) << (j0 % 64);
+            sc.random_draws[j0 / 64] |= (random as u64) << (j0 % 64);
+        }
+    }
+
+    /// The fused row ([`super::mask_row`]); the caller has checked the CPU and the lengths.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi1,bmi2,popcnt")]
+    pub(super) fn mask_row(
+        ids: &[u32],
+        special: &[bool],
+        vocab_size: u32,
+        s0: u64,
+        t_select: u64,
+        corruption: &Corruption,
+        out_ids: &mut [u32],
+        out_labels: &mut [i32],
+        sc: &mut FusedScratch,
+    ) -> Result<usize, OutOfVocab> {
+        let n = ids.len();
+        let words = n.div_ceil(64);
+        sc.hits.clear();
+        sc.hits.resize(words, 0);
+        let s = select(special, s0, t_select, &mut sc.hits);
+        let chosen: usize = sc.hits.iter().map(|w| w.count_ones() as usize).sum();
+
+        // Corruption: which ranks become the mask token, and the random replacements.
+        let (t_mask, t_random) = corruption.action_thresholds();
+        sc.draws.clear();
+        sc.mask_draws.clear();
+        sc.random_draws.clear();
+        sc.randoms.clear();
+        sc.masked.clear();
+        sc.masked.resize(chosen.div_ceil(64) + 1, 0);
+        let (mut k, mut shift) = (0usize, 0usize);
+        while k < chosen {
+            // Draws up to the last rank's, plus the id draw of a random replacement there.
+            extend_draws(sc, s, chosen + shift + 1, t_mask, t_random);
+            // The next random replacement at or after rank k (draw k + shift), if any.
+            let (from, end) = (k + shift, chosen + shift);
+            let mut random_at = end;
+            let mut q = from;
+            while q < end {
+                let len = (end - q).min(64);
+                let bits = get_bits(&sc.random_draws, q, len);
+                if bits != 0 {
+                    random_at = q + bits.trailing_zeros() as usize;
+                    break;
+                }
+                q += len;
+            }
+            // Ranks before it read draws k + shift.. in order: copy their "mask token" bits.
+            let until = random_at - shift;
+            let mut a = k;
+            while a < until {
+                let len = (until - a).min(64);
+                let bits = get_bits(&sc.mask_draws, a + shift, len);
+                or_bits(&mut sc.masked, a, len, bits);
+                a += len;
+            }
+            if until >= chosen {
+                break;
+            }
+            // Rank `until` is a random replacement; its id is the next draw.
+            let id = corruption.random_ids().id_for_draw(sc.draws[random_at + 1]);
+            sc.randoms.push((until as u32, id));
+            shift += 1;
+            k = until + 1;
+        }
+
+        // Write every position: ids (or the mask token) and labels, 16 at a time; check the
+        // ids against the vocabulary on the way.
+        let mask_id = _mm512_set1_epi32(corruption.mask_token_id() as i32);
+        let ignore = _mm512_set1_epi32(crate::IGNORE_INDEX);
+        let vocab = _mm512_set1_epi32(vocab_size as i32);
+        let mut out_of_vocab = 0u16;
+        let mut rank = 0usize;
+        for w in 0..words {
+            let hits = sc.hits[w];
+            let count = hits.count_ones() as usize;
+            let masked = if count == 0 {
+                0
+            } else {
+                _pdep_u64(get_bits(&sc.masked, rank, count), hits)
+            };
+            rank += count;
+            for q in 0..4 {
+                let p = w * 64 + q * 16;
+                if p >= n {
+                    break;
+                }
+                let live: u16 = if n - p >= 16 {
+                    u16::MAX
+                } else {
+                    (1u16 << (n - p)) - 1
+                };
+                // SAFETY: p < n and only the `live` lanes (p..min(p + 16, n)) are read or
+                // written; masked lanes are neither read nor written.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi32(live, ids.as_ptr().add(p).cast());
+                    out_of_vocab |= _mm512_mask_cmpge_epu32_mask(live, v, vocab);
+                    let new = _mm512_mask_blend_epi32((masked >> (q * 16)) as u16, v, mask_id);
+                    let label = _mm512_mask_blend_epi32((hits >> (q * 16)) as u16, ignore, v);
+                    _mm512_mask_storeu_epi32(out_ids.as_mut_ptr().add(p).cast(), live, new);
+                    _mm512_mask_storeu_epi32(out_labels.as_mut_ptr().add(p).cast(), live, label);
+                }
+            }
+        }
+        // The random replacements: the position of rank r is the r-th set bit of `hits`.
+        let (mut w, mut before) = (0usize, 0usize);
+        for &(r, id) in &sc.randoms {
+            let r = r as usize;
+            while r >= before + sc.hits[w].count_ones() as usize {
+                before += sc.hits[w].count_ones() as usize;
+                w += 1;
+            }
+            let bit = _pdep_u64(1u64 << (r - before), sc.hits[w]).trailing_zeros() as usize;
+            out_ids[w * 64 + bit] = id;
+        }
+        if out_of_vocab != 0 {
+            return Err(OutOfVocab);
+        }
+        Ok(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::MaskContext;
+    use crate::{
+        CorruptionConfig, Example, MaskingConfig, RateSchedule, Regime, SelectionConfig, VocabSpec,
+    };
+
+    #[test]
+    fn bit_ranges_round_trip_across_words() {
+        let mut w = vec![0u64; 3];
+        or_bits(&mut w, 60, 10, 0b11_0110_1011);
+        assert_eq!(w[0], 0b1011 << 60);
+        assert_eq!(w[1], 0b11_0110);
+        assert_eq!(get_bits(&w, 60, 10), 0b11_0110_1011);
+        assert_eq!(get_bits(&w, 62, 3), 0b010);
+        or_bits(&mut w, 64, 64, u64::MAX);
+        assert_eq!(get_bits(&w, 64, 64), u64::MAX);
+        assert_eq!(get_bits(&w, 100, 64), u64::MAX >> 36);
+    }
+
+    /// The fused row equals the generic path on random rows: lengths around the 16- and
+    /// 64-position steps, special masks from none to all, rates 0 to 1 (1 takes every
+    /// eligible position and the threshold 2^32), splits from all-mask to all-random (every
+    /// chosen position takes two draws, so the draws are extended past the first guess), and
+    /// vocabularies with excluded ids to step over.
+    #[test]
+    fn the_fused_row_equals_the_generic_path() {
+        if !available() {
+            eprintln!("no AVX-512 here: the fused row never runs, nothing to compare");
+            assert!(mask_row(
+                &[5],
+                &[false],
+                10,
+                &MaskRng::from_state(0),
+                0,
+                &CorruptionConfig::default()
+                    .build(&VocabSpec::new(10, 1, vec![0]))
+                    .unwrap(),
+                &mut [0],
+                &mut [0],
+                &mut FusedScratch::default(),
+            )
+            .is_none());
+            return;
+        }
+        let mut gen = MaskRng::from_state(12345);
+        let splits = [
+            (0.8, 0.1),
+            (1.0, 0.0),
+            (0.0, 1.0),
+            (0.0, 0.0),
+            (0.5, 0.5),
+            (0.3, 0.3),
+        ];
+        let rates = [0.0, 0.001, 0.15, 0.5, 0.97, 1.0];
+        let (mut rows, mut fused_rows, mut replaced) = (0, 0, 0);
+        for case in 0..600u64 {
+            let mut pick = |k: usize| gen.below(k as u64) as usize;
+            let (mask_p, random_p) = splits[pick(splits.len())];
+            let rate = rates[pick(rates.len())];
+            let special_p = [0.0, 0.1, 0.5, 1.0][pick(4)];
+            let shape = pick(4);
+            let vocab = 50 + gen.below(200) as u32;
+            let excluded: Vec<u32> = (0..gen.below(6))
+                .map(|_| gen.below(vocab as u64) as u32)
+                .collect();
+            let policy = MaskingConfig::new(VocabSpec::new(vocab, vocab - 1, excluded))
+                .with_selection(SelectionConfig::Bernoulli {})
+                .with_rate(RateSchedule::constant(rate))
+                .with_regime(Regime::Dynamic {})
+                .with_corruption(CorruptionConfig {
+                    mask_replace_prob: mask_p,
+                    random_replace_prob: random_p,
+                    ..CorruptionConfig::default()
+                })
+                .build()
+                .unwrap();
+            let n = match shape {
+                0 => 1 + gen.below(20) as usize,
+                1 => 16 * (1 + gen.below(12) as usize) + gen.below(3) as usize,
+                2 => 64 * (1 + gen.below(4) as usize) - 1 + gen.below(3) as usize,
+                _ => 1 + gen.below(700) as usize,
+            };
+            let ids: Vec<u32> = (0..n).map(|_| gen.below(vocab as u64) as u32).collect();
+            let special: Vec<bool> = (0..n).map(|_| gen.next_f64() < special_p).collect();
+            let ex = Example::new(&ids, &special);
+            let ctx = MaskContext::new(case, case % 3, case * 7, 0);
+            let mut scratch = crate::policy::Scratch::default();
+            let (mut fast_ids, mut fast_labels) = (vec![7u32; n], vec![7i32; n]);
+            let (mut slow_ids, mut slow_labels) = (vec![9u32; n], vec![9i32; n]);
+            let fast = policy
+                .mask_into_with(
+                    &ex,
+                    &ctx,
+                    &mut scratch,
+                    &mut fast_ids,
+                    &mut fast_labels,
+                    true,
+                )
+                .unwrap();
+            let slow = policy
+                .mask_into_with(
+                    &ex,
+                    &ctx,
+                    &mut scratch,
+                    &mut slow_ids,
+                    &mut slow_labels,
+                    false,
+                )
+                .unwrap();
+            assert_eq!(fast, slow, "case {case}: n {n}, rate {rate}");
+            assert_eq!(
+                fast_ids, slow_ids,
+                "case {case}: n {n}, rate {rate}, split {mask_p}/{random_p}"
+            );
+            assert_eq!(fast_labels, slow_labels, "case {case}: n {n}, rate {rate}");
+            rows += 1;
+            fused_rows += (fast > 0) as usize;
+            replaced += fast_ids.iter().zip(&ids).filter(|(a, b)| a != b).count();
+        }
+        // The cases exercised what they are meant to: rows with chosen positions (about half:
+        // a sixth of the rates are 0 and a quarter of the rows all special), and replacements
+        // (mask or random) in them.
+        assert_eq!(rows, 600);
+        assert!(fused_rows > 200, "{fused_rows}");
+        assert!(replaced > 1000, "{replaced}");
+    }
+
+    /// An id out of the vocabulary (found by the fused row as it writes), mismatched lengths
+    /// and short outputs give the generic path's errors.
+    #[test]
+    fn errors_are_the_generic_paths() {
+        let policy = MaskingConfig::new(VocabSpec::new(100, 3, vec![0, 1, 2, 3]))
+            .build()
+            .unwrap();
+        let ctx = MaskContext::new(1, 2, 3, 4);
+        for n in [1usize, 16, 40, 64, 129] {
+            for bad_at in [0, n / 2, n - 1] {
+                let mut ids: Vec<u32> = (0..n as u32).map(|i| 4 + i % 90).collect();
+                ids[bad_at] = 100 + bad_at as u32;
+                let special = vec![false; n];
+                let ex = Example::new(&ids, &special);
+                let short = Example::new(&ids, &special[..n - 1]);
+                for (ex, out_len) in [(ex, n), (ex, n + 1), (short, n)] {
+                    let run = |allow_fused| {
+                        let (mut o, mut l) = (vec![0; out_len], vec![0; out_len]);
+                        policy.mask_into_with(
+                            &ex,
+                            &ctx,
+                            &mut crate::policy::Scratch::default(),
+                            &mut o,
+                            &mut l,
+                            allow_fused,
+                        )
+                    };
+                    let (fast, slow) = (run(true), run(false));
+                    assert!(slow.is_err());
+                    assert_eq!(fast, slow, "n {n}, bad id at {bad_at}, outputs {out_len}");
+                }
+            }
+        }
+    }
+
+    /// `predict_prob < 1` draws once more per chosen position: the fused row declines it.
+    #[test]
+    fn the_fused_row_declines_predict_prob_below_one() {
+        let corruption = CorruptionConfig {
+            predict_prob: 0.5,
+            ..CorruptionConfig::default()
+        }
+        .build(&VocabSpec::new(10, 1, vec![0]))
+        .unwrap();
+        let (mut ids, mut labels) = ([3u32; 4], [3i32; 4]);
+        assert!(mask_row(
+            &[5; 4],
+            &[false; 4],
+            10,
+            &MaskRng::from_state(1),
+            1 << 31,
+            &corruption,
+            &mut ids,
+            &mut labels,
+            &mut FusedScratch::default(),
+        )
+        .is_none());
+        assert_eq!((ids, labels), ([3; 4], [3; 4]), "nothing written");
+    }
+}
