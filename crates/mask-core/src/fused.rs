@@ -15,7 +15,8 @@
 //!   before it (each takes one more draw for its id). Every corruption draw is classified at
 //!   once (mask token / random token / keep); a walk then visits only the random draws, each
 //!   shifting the ranks after it by one. Rows have a handful of random replacements, so the walk
-//!   is a few steps instead of a branch per chosen position.
+//!   is a few steps instead of a branch per chosen position; when a row's draws fit one 64-bit
+//!   word (a BERT row of 128 has ~20), it runs in registers.
 //! - A last pass writes `input_ids` and `labels` sixteen positions at a time with blends; the
 //!   rank-ordered "mask token" bits are spread onto positions with `pdep`, and the few random
 //!   ids are written one by one.
@@ -40,8 +41,8 @@ use crate::rng::MaskRng;
 pub(crate) struct FusedScratch {
     /// Bit `p`: position `p` is chosen.
     hits: Vec<u64>,
-    /// Corruption draws, in stream order.
-    draws: Vec<u64>,
+    /// Number of corruption draws classified so far (a multiple of 8).
+    drawn: usize,
     /// Bit `j`: corruption draw `j`'s high half says "mask token".
     mask_draws: Vec<u64>,
     /// Bit `j`: corruption draw `j`'s high half says "random token".
@@ -243,67 +244,104 @@ mod avx512 {
         s
     }
 
-    /// Extends the corruption draws (from state `s`) to at least `upto`, classifying each.
+    /// The "mask token" and "random token" bits of corruption draws `j0..j0 + 8` (draw `j` is
+    /// `wyrand(s + (j + 1) C)`), from the thresholds `tm` and `tr` in every lane.
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    fn extend_draws(sc: &mut FusedScratch, s: u64, upto: usize, t_mask: u64, t_random: u64) {
-        let (tm, tr) = (
-            _mm512_set1_epi64(t_mask as i64),
-            _mm512_set1_epi64(t_random as i64),
-        );
-        while sc.draws.len() < upto {
-            let j0 = sc.draws.len();
-            let r = wyrand8(states8(s.wrapping_add(C.wrapping_mul(j0 as u64))));
-            let mut lanes = [0u64; 8];
-            // SAFETY: `lanes` is 64 writable bytes.
-            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), r) };
-            sc.draws.extend_from_slice(&lanes);
-            // Thresholds are up to 2^32: compare the high halves in 64-bit lanes.
-            let u = _mm512_srli_epi64(r, 32);
-            let mask = _mm512_cmplt_epu64_mask(u, tm);
-            let random = _mm512_cmplt_epu64_mask(u, tr) & !mask;
+    fn classify8(s: u64, j0: usize, tm: __m512i, tr: __m512i) -> (u64, u64) {
+        let r = wyrand8(states8(s.wrapping_add(C.wrapping_mul(j0 as u64))));
+        // Thresholds are up to 2^32: compare the high halves in 64-bit lanes.
+        let u = _mm512_srli_epi64(r, 32);
+        let mask = _mm512_cmplt_epu64_mask(u, tm);
+        let random = _mm512_cmplt_epu64_mask(u, tr) & !mask;
+        (mask as u64, random as u64)
+    }
+
+    /// Classifies the corruption draws up to at least `upto`, into bit vectors.
+    #[target_feature(enable = "avx512f")]
+    fn extend_draws(sc: &mut FusedScratch, s: u64, upto: usize, tm: __m512i, tr: __m512i) {
+        while sc.drawn < upto {
+            let j0 = sc.drawn;
+            let (mask, random) = classify8(s, j0, tm, tr);
+            sc.drawn += 8;
             // j0 is a multiple of 8: the eight bits never straddle two words.
             if j0.is_multiple_of(64) {
                 sc.mask_draws.push(0);
                 sc.random_draws.push(0);
             }
-            sc.mask_draws[j0 / 64] |= (mask as u64) << (j0 % 64);
-            sc.random_draws[j0 / 64] |= (random as u64) << (j0 % 64);
+            sc.mask_draws[j0 / 64] |= mask << (j0 % 64);
+            sc.random_draws[j0 / 64] |= random << (j0 % 64);
         }
     }
 
-    /// The fused row ([`super::mask_row`]); the caller has checked the CPU and the lengths.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi1,bmi2,popcnt")]
-    pub(super) fn mask_row(
-        ids: &[u32],
-        special: &[bool],
-        vocab_size: u32,
-        s0: u64,
-        t_select: u64,
+    /// The walk of [`mask_row`] for a row whose corruption draws fit one 64-bit word (a BERT
+    /// row: ~20 chosen, ~2 random replacements), in registers: the "mask token" bits by rank,
+    /// the random replacements pushed to `randoms`. `None` (with `randoms` partly filled) when
+    /// more than 64 draws are needed: the caller clears it and takes the general walk.
+    #[target_feature(enable = "avx512f,bmi1")]
+    fn corrupt_short(
+        chosen: usize,
+        s: u64,
+        (tm, tr): (__m512i, __m512i),
         corruption: &Corruption,
-        out_ids: &mut [u32],
-        out_labels: &mut [i32],
-        sc: &mut FusedScratch,
-    ) -> Result<usize, OutOfVocab> {
-        let n = ids.len();
-        let words = n.div_ceil(64);
-        sc.hits.clear();
-        sc.hits.resize(words, 0);
-        let s = select(special, s0, t_select, &mut sc.hits);
-        let chosen: usize = sc.hits.iter().map(|w| w.count_ones() as usize).sum();
+        randoms: &mut Vec<(u32, u32)>,
+    ) -> Option<u64> {
+        let (mut mask_draws, mut random_draws, mut drawn) = (0u64, 0u64, 0usize);
+        let (mut masked, mut k, mut shift) = (0u64, 0usize, 0usize);
+        while k < chosen {
+            // Draws up to the last rank's, plus the id draw of a random replacement there.
+            let need = chosen + shift + 1;
+            if need > 64 {
+                return None;
+            }
+            while drawn < need {
+                let (mask, random) = classify8(s, drawn, tm, tr);
+                mask_draws |= mask << drawn;
+                random_draws |= random << drawn;
+                drawn += 8;
+            }
+            // Ranks k.. read draws j = k + shift.. (j < need <= 64; left < chosen < 64).
+            let (j, left) = (k + shift, chosen - k);
+            let random = (random_draws >> j) & ((1u64 << left) - 1);
+            let until = if random == 0 {
+                left
+            } else {
+                random.trailing_zeros() as usize
+            };
+            masked |= ((mask_draws >> j) & ((1u64 << until) - 1)) << k;
+            if random == 0 {
+                break;
+            }
+            // Rank k + until is a random replacement (draw j + until); its id is the next draw.
+            let draw = wyrand(s.wrapping_add(C.wrapping_mul((j + until) as u64 + 2)));
+            randoms.push((
+                (k + until) as u32,
+                corruption.random_ids().id_for_draw(draw),
+            ));
+            shift += 1;
+            k += until + 1;
+        }
+        Some(masked)
+    }
 
-        // Corruption: which ranks become the mask token, and the random replacements.
-        let (t_mask, t_random) = corruption.action_thresholds();
-        sc.draws.clear();
+    /// The general walk (any number of draws): fills `sc.masked` (the "mask token" bits by
+    /// rank) and `sc.randoms`.
+    #[target_feature(enable = "avx512f,bmi1")]
+    fn walk(
+        sc: &mut FusedScratch,
+        chosen: usize,
+        s: u64,
+        (tm, tr): (__m512i, __m512i),
+        corruption: &Corruption,
+    ) {
+        sc.drawn = 0;
         sc.mask_draws.clear();
         sc.random_draws.clear();
-        sc.randoms.clear();
-        sc.masked.clear();
         sc.masked.resize(chosen.div_ceil(64) + 1, 0);
         let (mut k, mut shift) = (0usize, 0usize);
         while k < chosen {
             // Draws up to the last rank's, plus the id draw of a random replacement there.
-            extend_draws(sc, s, chosen + shift + 1, t_mask, t_random);
+            extend_draws(sc, s, chosen + shift + 1, tm, tr);
             // The next random replacement at or after rank k (draw k + shift), if any.
             let (from, end) = (k + shift, chosen + shift);
             let mut random_at = end;
@@ -330,10 +368,53 @@ mod avx512 {
                 break;
             }
             // Rank `until` is a random replacement; its id is the next draw.
-            let id = corruption.random_ids().id_for_draw(sc.draws[random_at + 1]);
+            let draw = wyrand(s.wrapping_add(C.wrapping_mul(random_at as u64 + 2)));
+            let id = corruption.random_ids().id_for_draw(draw);
             sc.randoms.push((until as u32, id));
             shift += 1;
             k = until + 1;
+        }
+    }
+
+    /// The fused row ([`super::mask_row`]); the caller has checked the CPU and the lengths.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi1,bmi2,popcnt")]
+    pub(super) fn mask_row(
+        ids: &[u32],
+        special: &[bool],
+        vocab_size: u32,
+        s0: u64,
+        t_select: u64,
+        corruption: &Corruption,
+        out_ids: &mut [u32],
+        out_labels: &mut [i32],
+        sc: &mut FusedScratch,
+    ) -> Result<usize, OutOfVocab> {
+        let n = ids.len();
+        let words = n.div_ceil(64);
+        sc.hits.clear();
+        sc.hits.resize(words, 0);
+        let s = select(special, s0, t_select, &mut sc.hits);
+        let chosen: usize = sc.hits.iter().map(|w| w.count_ones() as usize).sum();
+
+        // Corruption: which ranks become the mask token, and the random replacements.
+        let (t_mask, t_random) = corruption.action_thresholds();
+        let thresholds = (
+            _mm512_set1_epi64(t_mask as i64),
+            _mm512_set1_epi64(t_random as i64),
+        );
+        sc.randoms.clear();
+        sc.masked.clear();
+        if chosen < 64 {
+            if let Some(masked) = corrupt_short(chosen, s, thresholds, corruption, &mut sc.randoms)
+            {
+                sc.masked.extend([masked, 0]);
+            } else {
+                sc.randoms.clear();
+            }
+        }
+        if sc.masked.is_empty() {
+            walk(sc, chosen, s, thresholds, corruption);
         }
 
         // Write every position: ids (or the mask token) and labels, 16 at a time; check the
