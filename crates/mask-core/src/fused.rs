@@ -492,6 +492,9 @@ mod tests {
         or_bits(&mut w, 64, 64, u64::MAX);
         assert_eq!(get_bits(&w, 64, 64), u64::MAX);
         assert_eq!(get_bits(&w, 100, 64), u64::MAX >> 36);
+        // A range ending exactly at the end of the last word reads no further.
+        assert_eq!(get_bits(&[0b1011 << 60], 60, 4), 0b1011);
+        assert_eq!(get_bits(&[7], 0, 64), 7);
     }
 
     /// The fused row equals the generic path on random rows: lengths around the 16- and
@@ -574,6 +577,12 @@ mod tests {
                     true,
                 )
                 .unwrap();
+            // The fused row ran (its scratch is touched only by it), so the comparison below
+            // compares two paths.
+            assert!(
+                !scratch.fused.hits.is_empty(),
+                "case {case}: the fused row did not run"
+            );
             let slow = policy
                 .mask_into_with(
                     &ex,
@@ -611,9 +620,13 @@ mod tests {
             .unwrap();
         let ctx = MaskContext::new(1, 2, 3, 4);
         for n in [1usize, 16, 40, 64, 129] {
-            for bad_at in [0, n / 2, n - 1] {
+            for (bad_at, twice) in [(0, false), (n / 2, false), (n - 1, false), (0, true)] {
                 let mut ids: Vec<u32> = (0..n as u32).map(|i| 4 + i % 90).collect();
                 ids[bad_at] = 100 + bad_at as u32;
+                // Two bad ids: a check that toggles per bad id (XOR) would pass them.
+                if twice {
+                    ids[n - 1] = 200;
+                }
                 let special = vec![false; n];
                 let ex = Example::new(&ids, &special);
                 let short = Example::new(&ids, &special[..n - 1]);
