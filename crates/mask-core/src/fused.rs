@@ -206,9 +206,12 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn select(special: &[bool], s0: u64, t: u64, hits: &mut [u64]) -> u64 {
         let n = special.len();
-        // `half < t` for t <= 2^32: compare against t in 32 bits, or take all when t = 2^32.
-        let t32 = _mm512_set1_epi32(t.min(LOW32) as u32 as i32);
-        let all: u16 = if t > LOW32 { u16::MAX } else { 0 };
+        if t == 0 {
+            // Nothing is chosen; the generic path draws nothing either.
+            return s0;
+        }
+        // `half < t` is `half <= t - 1`, and t - 1 < 2^32 fits the 32-bit lanes.
+        let last = _mm512_set1_epi32((t - 1) as u32 as i32);
         let chunks = n / 16;
         let (mut states, step) = (states8(s0), _mm512_set1_epi64(C.wrapping_mul(8) as i64));
         let mut word = 0u64;
@@ -216,7 +219,7 @@ mod avx512 {
             // Lane 2i is the low half of draw i, lane 2i + 1 its high half: position order.
             let halves = wyrand8(states);
             states = _mm512_add_epi64(states, step);
-            let below = _mm512_cmplt_epu32_mask(halves, t32) | all;
+            let below = _mm512_cmple_epu32_mask(halves, last);
             // SAFETY: c * 16 + 16 <= n = special.len(); 16 bytes are read.
             let sp = unsafe { _mm_loadu_si128(special.as_ptr().add(c * 16).cast()) };
             let chosen = below & !_mm_test_epi8_mask(sp, sp);
