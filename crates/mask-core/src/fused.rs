@@ -280,7 +280,8 @@ mod avx512 {
     /// The walk of [`mask_row`] for a row whose corruption draws fit one 64-bit word (a BERT
     /// row: ~20 chosen, ~2 random replacements), in registers: the "mask token" bits by rank,
     /// the random replacements pushed to `randoms`. `None` (with `randoms` partly filled) when
-    /// more than 64 draws are needed: the caller clears it and takes the general walk.
+    /// 64 or more positions are chosen or more than 64 draws are needed: the caller clears it
+    /// and takes the general walk.
     #[target_feature(enable = "avx512f,bmi1")]
     fn corrupt_short(
         chosen: usize,
@@ -289,11 +290,15 @@ mod avx512 {
         corruption: &Corruption,
         randoms: &mut Vec<(u32, u32)>,
     ) -> Option<u64> {
+        if chosen >= 64 {
+            return None;
+        }
         let (mut mask_draws, mut random_draws, mut drawn) = (0u64, 0u64, 0usize);
         let (mut masked, mut k, mut shift) = (0u64, 0usize, 0usize);
         while k < chosen {
-            // Draws up to the last rank's, plus the id draw of a random replacement there.
-            let need = chosen + shift + 1;
+            // Classified draws up to the last rank's (a random replacement's id draw is
+            // recomputed, not classified).
+            let need = chosen + shift;
             if need > 64 {
                 return None;
             }
@@ -343,8 +348,8 @@ mod avx512 {
         sc.masked.resize(chosen.div_ceil(64) + 1, 0);
         let (mut k, mut shift) = (0usize, 0usize);
         while k < chosen {
-            // Draws up to the last rank's, plus the id draw of a random replacement there.
-            extend_draws(sc, s, chosen + shift + 1, tm, tr);
+            // Classified draws up to the last rank's (as in `corrupt_short`).
+            extend_draws(sc, s, chosen + shift, tm, tr);
             // The next random replacement at or after rank k (draw k + shift), if any.
             let (from, end) = (k + shift, chosen + shift);
             let mut random_at = end;
@@ -408,15 +413,10 @@ mod avx512 {
         );
         sc.randoms.clear();
         sc.masked.clear();
-        if chosen < 64 {
-            if let Some(masked) = corrupt_short(chosen, s, thresholds, corruption, &mut sc.randoms)
-            {
-                sc.masked.extend([masked, 0]);
-            } else {
-                sc.randoms.clear();
-            }
-        }
-        if sc.masked.is_empty() {
+        if let Some(masked) = corrupt_short(chosen, s, thresholds, corruption, &mut sc.randoms) {
+            sc.masked.extend([masked, 0]);
+        } else {
+            sc.randoms.clear();
             walk(sc, chosen, s, thresholds, corruption);
         }
 
@@ -473,6 +473,62 @@ mod avx512 {
             return Err(OutOfVocab);
         }
         Ok(chosen)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::rng::MaskRng;
+        use crate::{CorruptionConfig, VocabSpec};
+
+        /// The walk in registers gives the general walk's ranks and random ids, and it runs
+        /// whenever a row's draws fit one word (fewer than 64 chosen, chosen plus random
+        /// replacements at most 64).
+        #[test]
+        fn the_short_walk_equals_the_general_walk() {
+            if !super::super::available() {
+                return;
+            }
+            let vocab = VocabSpec::new(1000, 3, vec![0, 1, 2, 3, 500]);
+            let mut gen = MaskRng::from_state(99);
+            let (mut short_runs, mut edge_runs) = (0, 0);
+            for case in 0..3000 {
+                let (mask_p, random_p) = [(0.8, 0.1), (0.5, 0.5), (0.0, 1.0), (0.7, 0.2)][case % 4];
+                let corruption = CorruptionConfig {
+                    mask_replace_prob: mask_p,
+                    random_replace_prob: random_p,
+                    ..CorruptionConfig::default()
+                }
+                .build(&vocab)
+                .unwrap();
+                let (t_mask, t_random) = corruption.action_thresholds();
+                let chosen = gen.below(70) as usize;
+                let s = gen.next_u64();
+                let mut randoms = Vec::new();
+                let mut sc = FusedScratch::default();
+                // SAFETY: `available()` checked every feature these functions need.
+                let short = unsafe {
+                    let thresholds = (
+                        _mm512_set1_epi64(t_mask as i64),
+                        _mm512_set1_epi64(t_random as i64),
+                    );
+                    walk(&mut sc, chosen, s, thresholds, &corruption);
+                    corrupt_short(chosen, s, thresholds, &corruption, &mut randoms)
+                };
+                let fits = chosen < 64 && chosen + sc.randoms.len() <= 64;
+                edge_runs += (chosen < 64 && chosen + sc.randoms.len() == 64) as usize;
+                match short {
+                    Some(masked) => {
+                        short_runs += 1;
+                        assert_eq!(masked, sc.masked[0], "case {case}: {chosen} chosen");
+                        assert_eq!(randoms, sc.randoms, "case {case}: {chosen} chosen");
+                    }
+                    None => assert!(!fits, "case {case}: {chosen} chosen, declined"),
+                }
+            }
+            assert!(short_runs > 2000, "{short_runs}");
+            assert!(edge_runs > 0, "no case with draws filling the word exactly");
+        }
     }
 }
 
