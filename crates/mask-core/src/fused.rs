@@ -689,9 +689,15 @@ mod tests {
                 let special = vec![false; n];
                 let ex = Example::new(&ids, &special);
                 let short = Example::new(&ids, &special[..n - 1]);
-                for (ex, out_len) in [(ex, n), (ex, n + 1), (short, n)] {
+                let outputs = [
+                    (ex, n, n),
+                    (ex, n + 1, n + 1),
+                    (ex, n, n + 1),
+                    (ex, n + 1, n),
+                ];
+                for (ex, out_len, labels_len) in outputs.into_iter().chain([(short, n, n)]) {
                     let run = |allow_fused| {
-                        let (mut o, mut l) = (vec![0; out_len], vec![0; out_len]);
+                        let (mut o, mut l) = (vec![0; out_len], vec![0; labels_len]);
                         policy.mask_into_with(
                             &ex,
                             &ctx,
@@ -703,7 +709,10 @@ mod tests {
                     };
                     let (fast, slow) = (run(true), run(false));
                     assert!(slow.is_err());
-                    assert_eq!(fast, slow, "n {n}, bad id at {bad_at}, outputs {out_len}");
+                    assert_eq!(
+                        fast, slow,
+                        "n {n}, bad id {bad_at}, outputs {out_len} {labels_len}"
+                    );
                 }
             }
         }
