@@ -149,6 +149,7 @@ impl Corruption {
 
     /// `(t_mask, t_random)`: a draw's high half `u` means the mask token if `u < t_mask`, a
     /// random token if `t_mask <= u < t_random`, keep otherwise.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn action_thresholds(&self) -> (u64, u64) {
         (self.t_mask, self.t_random)
     }

@@ -22,7 +22,7 @@
 //!   ids are written one by one.
 //!
 //! # When it runs
-//! On x86-64 with AVX-512 F/BW/VL and BMI2, for plain Bernoulli selection with
+//! On x86-64 with AVX-512 F/BW/VL, BMI1/2 and POPCNT, for plain Bernoulli selection with
 //! `predict_prob = 1` (the default); otherwise [`mask_row`] returns `None` and the caller takes
 //! the generic path. `tests` compares the two on random rows, lengths, rates and splits.
 //!
@@ -32,6 +32,8 @@
 //! is far below 1% of a step): the issue that asked for it measures mask generation against
 //! HuggingFace's collator (docs/benchmarks.md).
 #![allow(unsafe_code)]
+// Off x86-64 only the dispatch remains (it always declines).
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use crate::corruption::Corruption;
 use crate::rng::MaskRng;
@@ -60,7 +62,9 @@ pub(crate) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("bmi1")
             && std::arch::is_x86_feature_detected!("bmi2")
+            && std::arch::is_x86_feature_detected!("popcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

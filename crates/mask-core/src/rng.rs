@@ -72,6 +72,7 @@ impl MaskRng {
 
     /// The raw state: the next draw is `wyrand(state + WY_INCREMENT)`.
     #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn state(&self) -> u64 {
         self.state
     }
