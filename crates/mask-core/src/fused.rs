@@ -565,9 +565,29 @@ mod tests {
     /// eligible position and the threshold 2^32), splits from all-mask to all-random (every
     /// chosen position takes two draws, so the draws are extended past the first guess), and
     /// vocabularies with excluded ids to step over.
+    /// The CPU check written out again, independently of [`available`] (a test oracle): where
+    /// this holds the fused row must run.
+    fn cpu_has_every_feature() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("bmi1")
+                && has!("bmi2")
+                && has!("popcnt")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     #[test]
     fn the_fused_row_equals_the_generic_path() {
-        if !available() {
+        assert_eq!(available(), cpu_has_every_feature());
+        if !cpu_has_every_feature() {
             eprintln!("no AVX-512 here: the fused row never runs, nothing to compare");
             assert!(mask_row(
                 &[5],
