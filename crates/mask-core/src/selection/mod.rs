@@ -411,7 +411,7 @@ impl Selector for AnySelector {
     }
 
     fn is_bernoulli(&self) -> bool {
-        matches!(self, AnySelector::Bernoulli(_))
+        self.as_dyn().is_bernoulli()
     }
 
     fn observe(&mut self, ids: &[u32], positions: &[u32], losses: &[f32]) {
