@@ -492,6 +492,14 @@ mod tests {
         }
         assert_eq!(dbeta, vec![1.0, 0.0, 0.0, 0.0]);
         assert!((dgamma[0] - xhat[0]).abs() < 1e-6 && dgamma[1..] == [0.0; 3]);
+        // eps inside the root, with gamma and beta: var 1.25 + eps 0.75 = 2, rstd 1/sqrt(2);
+        // y = 2 (x - 2.5) / sqrt(2) + 1 = 1 + (-1.5, -0.5, 0.5, 1.5) sqrt(2).
+        let (y, stats) = layer_norm_forward(&[1.0, 2.0, 3.0, 4.0], &[2.0; 4], &[1.0; 4], 0.75);
+        let want = [-1.121_320_3, 0.292_893_2, 1.707_106_8, 3.121_320_3];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        assert!((stats.rstd[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-7);
     }
 
     #[test]

@@ -355,7 +355,8 @@ mod tests {
         // 9 higher and 1 tie: ranks 9 and 10 equally likely: HR 1/2, NDCG (1/log2 11)/2.
         let (h, n) = hit_ndcg_at(10, 9, 1);
         assert!(h == 0.5 && (n - 0.5 / 11f64.log2()).abs() < 1e-15);
+        // Two users, averaged: ranked first (HR 1, NDCG 1) and second, outside k = 1 (0, 0).
         let m = rank_metrics(1, &[vec![1.0, 0.0], vec![0.0, 1.0]]).unwrap();
-        assert_eq!((m.hr, m.users), (0.5, 2));
+        assert_eq!((m.hr, m.ndcg, m.users), (0.5, 0.5, 2));
     }
 }

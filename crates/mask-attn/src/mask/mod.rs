@@ -250,6 +250,36 @@ pub(crate) fn kind_from_hidden(hidden: usize, total: usize) -> TileKind {
 #[cfg(test)]
 mod tests {
     use super::PrefixCount;
+    use crate::error::AttnError;
+    use crate::mask::{Document, KeyPadding, TokenExclusion};
+
+    /// Per-position inputs of the wrong length (short or long) are refused, naming the field
+    /// (a mutation run found the length check untested: without it a short buffer panicked
+    /// and a long one was silently cut).
+    #[test]
+    fn per_position_inputs_of_the_wrong_length_are_refused() {
+        let (batch, seq_len) = (2, 3);
+        for got in [5, 7] {
+            let err = |field| AttnError::Length {
+                field,
+                expected: 6,
+                got,
+            };
+            assert_eq!(
+                Document::new(&vec![0; got], batch, seq_len).err(),
+                Some(err("doc_ids"))
+            );
+            assert_eq!(
+                KeyPadding::from_pad_mask(&vec![false; got], batch, seq_len).err(),
+                Some(err("pad_mask"))
+            );
+            assert_eq!(
+                TokenExclusion::new(&vec![false; got], batch, seq_len).err(),
+                Some(err("excluded"))
+            );
+        }
+        assert!(Document::new(&[0; 6], batch, seq_len).is_ok());
+    }
 
     /// By hand, on `[true, false, true]`; past the end everything is `false` (a mutation run
     /// found `get(len)` untested: `<` to `<=` read past the counts).
