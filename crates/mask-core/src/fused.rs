@@ -38,7 +38,7 @@
 use crate::corruption::Corruption;
 use crate::rng::MaskRng;
 
-/// Reusable buffers of the fused row (one per [`crate::policy::Scratch`]).
+/// Reusable buffers of the fused row (one per masking scratch).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FusedScratch {
     /// Bit `p`: position `p` is chosen.
@@ -53,6 +53,14 @@ pub(crate) struct FusedScratch {
     masked: Vec<u64>,
     /// `(rank, id)` of each random replacement.
     randoms: Vec<(u32, u32)>,
+}
+
+impl FusedScratch {
+    /// Whether the fused row has run with these buffers (tests: the dispatch took it).
+    #[cfg(test)]
+    pub(crate) fn ran(&self) -> bool {
+        !self.hits.is_empty()
+    }
 }
 
 /// Whether this CPU runs the fused row.
@@ -539,10 +547,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::MaskContext;
-    use crate::{
-        CorruptionConfig, Example, MaskingConfig, RateSchedule, Regime, SelectionConfig, VocabSpec,
-    };
+    use crate::{CorruptionConfig, VocabSpec};
 
     #[test]
     fn bit_ranges_round_trip_across_words() {
@@ -565,183 +570,6 @@ mod tests {
     /// eligible position and the threshold 2^32), splits from all-mask to all-random (every
     /// chosen position takes two draws, so the draws are extended past the first guess), and
     /// vocabularies with excluded ids to step over.
-    /// The CPU check written out again, independently of [`available`] (a test oracle): where
-    /// this holds the fused row must run.
-    fn cpu_has_every_feature() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            has!("avx512f")
-                && has!("avx512bw")
-                && has!("avx512vl")
-                && has!("bmi1")
-                && has!("bmi2")
-                && has!("popcnt")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
-    #[test]
-    fn the_fused_row_equals_the_generic_path() {
-        assert_eq!(available(), cpu_has_every_feature());
-        if !cpu_has_every_feature() {
-            eprintln!("no AVX-512 here: the fused row never runs, nothing to compare");
-            assert!(mask_row(
-                &[5],
-                &[false],
-                10,
-                &MaskRng::from_state(0),
-                0,
-                &CorruptionConfig::default()
-                    .build(&VocabSpec::new(10, 1, vec![0]))
-                    .unwrap(),
-                &mut [0],
-                &mut [0],
-                &mut FusedScratch::default(),
-            )
-            .is_none());
-            return;
-        }
-        let mut gen = MaskRng::from_state(12345);
-        let splits = [
-            (0.8, 0.1),
-            (1.0, 0.0),
-            (0.0, 1.0),
-            (0.0, 0.0),
-            (0.5, 0.5),
-            (0.3, 0.3),
-        ];
-        let rates = [0.0, 0.001, 0.15, 0.5, 0.97, 1.0];
-        let (mut rows, mut fused_rows, mut replaced) = (0, 0, 0);
-        for case in 0..600u64 {
-            let mut pick = |k: usize| gen.below(k as u64) as usize;
-            let (mask_p, random_p) = splits[pick(splits.len())];
-            let rate = rates[pick(rates.len())];
-            let special_p = [0.0, 0.1, 0.5, 1.0][pick(4)];
-            let shape = pick(4);
-            let vocab = 50 + gen.below(200) as u32;
-            let excluded: Vec<u32> = (0..gen.below(6))
-                .map(|_| gen.below(vocab as u64) as u32)
-                .collect();
-            let policy = MaskingConfig::new(VocabSpec::new(vocab, vocab - 1, excluded))
-                .with_selection(SelectionConfig::Bernoulli {})
-                .with_rate(RateSchedule::constant(rate))
-                .with_regime(Regime::Dynamic {})
-                .with_corruption(CorruptionConfig {
-                    mask_replace_prob: mask_p,
-                    random_replace_prob: random_p,
-                    ..CorruptionConfig::default()
-                })
-                .build()
-                .unwrap();
-            let n = match shape {
-                0 => 1 + gen.below(20) as usize,
-                1 => 16 * (1 + gen.below(12) as usize) + gen.below(3) as usize,
-                2 => 64 * (1 + gen.below(4) as usize) - 1 + gen.below(3) as usize,
-                _ => 1 + gen.below(700) as usize,
-            };
-            let ids: Vec<u32> = (0..n).map(|_| gen.below(vocab as u64) as u32).collect();
-            let special: Vec<bool> = (0..n).map(|_| gen.next_f64() < special_p).collect();
-            let ex = Example::new(&ids, &special);
-            let ctx = MaskContext::new(case, case % 3, case * 7, 0);
-            let mut scratch = crate::policy::Scratch::default();
-            let (mut fast_ids, mut fast_labels) = (vec![7u32; n], vec![7i32; n]);
-            let (mut slow_ids, mut slow_labels) = (vec![9u32; n], vec![9i32; n]);
-            let fast = policy
-                .mask_into_with(
-                    &ex,
-                    &ctx,
-                    &mut scratch,
-                    &mut fast_ids,
-                    &mut fast_labels,
-                    true,
-                )
-                .unwrap();
-            // The fused row ran (its scratch is touched only by it), so the comparison below
-            // compares two paths.
-            assert!(
-                !scratch.fused.hits.is_empty(),
-                "case {case}: the fused row did not run"
-            );
-            let slow = policy
-                .mask_into_with(
-                    &ex,
-                    &ctx,
-                    &mut scratch,
-                    &mut slow_ids,
-                    &mut slow_labels,
-                    false,
-                )
-                .unwrap();
-            assert_eq!(fast, slow, "case {case}: n {n}, rate {rate}");
-            assert_eq!(
-                fast_ids, slow_ids,
-                "case {case}: n {n}, rate {rate}, split {mask_p}/{random_p}"
-            );
-            assert_eq!(fast_labels, slow_labels, "case {case}: n {n}, rate {rate}");
-            rows += 1;
-            fused_rows += (fast > 0) as usize;
-            replaced += fast_ids.iter().zip(&ids).filter(|(a, b)| a != b).count();
-        }
-        // The cases exercised what they are meant to: rows with chosen positions (about half:
-        // a sixth of the rates are 0 and a quarter of the rows all special), and replacements
-        // (mask or random) in them.
-        assert_eq!(rows, 600);
-        assert!(fused_rows > 200, "{fused_rows}");
-        assert!(replaced > 1000, "{replaced}");
-    }
-
-    /// An id out of the vocabulary (found by the fused row as it writes), mismatched lengths
-    /// and short outputs give the generic path's errors.
-    #[test]
-    fn errors_are_the_generic_paths() {
-        let policy = MaskingConfig::new(VocabSpec::new(100, 3, vec![0, 1, 2, 3]))
-            .build()
-            .unwrap();
-        let ctx = MaskContext::new(1, 2, 3, 4);
-        for n in [1usize, 16, 40, 64, 129] {
-            for (bad_at, twice) in [(0, false), (n / 2, false), (n - 1, false), (0, true)] {
-                let mut ids: Vec<u32> = (0..n as u32).map(|i| 4 + i % 90).collect();
-                ids[bad_at] = 100 + bad_at as u32;
-                // Two bad ids: a check that toggles per bad id (XOR) would pass them.
-                if twice {
-                    ids[n - 1] = 200;
-                }
-                let special = vec![false; n];
-                let ex = Example::new(&ids, &special);
-                let short = Example::new(&ids, &special[..n - 1]);
-                let outputs = [
-                    (ex, n, n),
-                    (ex, n + 1, n + 1),
-                    (ex, n, n + 1),
-                    (ex, n + 1, n),
-                ];
-                for (ex, out_len, labels_len) in outputs.into_iter().chain([(short, n, n)]) {
-                    let run = |allow_fused| {
-                        let (mut o, mut l) = (vec![0; out_len], vec![0; labels_len]);
-                        policy.mask_into_with(
-                            &ex,
-                            &ctx,
-                            &mut crate::policy::Scratch::default(),
-                            &mut o,
-                            &mut l,
-                            allow_fused,
-                        )
-                    };
-                    let (fast, slow) = (run(true), run(false));
-                    assert!(slow.is_err());
-                    assert_eq!(
-                        fast, slow,
-                        "n {n}, bad id {bad_at}, outputs {out_len} {labels_len}"
-                    );
-                }
-            }
-        }
-    }
-
     /// `predict_prob < 1` draws once more per chosen position: the fused row declines it.
     #[test]
     fn the_fused_row_declines_predict_prob_below_one() {
