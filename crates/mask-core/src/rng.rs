@@ -33,6 +33,13 @@ pub(crate) fn wyrand(s: u64) -> u64 {
     ((t >> 64) as u64) ^ (t as u64)
 }
 
+/// What [`MaskRng::below`]`(n)` returns when the stream's next draw is `r`: Lemire's
+/// multiply-shift, the high word of `r * n`.
+#[inline(always)]
+pub(crate) fn below_for_draw(r: u64, n: u64) -> u64 {
+    ((r as u128 * n as u128) >> 64) as u64
+}
+
 /// A small, fast, reproducible random stream for one example.
 #[derive(Debug, Clone)]
 pub struct MaskRng {
@@ -93,7 +100,7 @@ impl MaskRng {
     #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        below_for_draw(self.next_u64(), n)
     }
 }
 

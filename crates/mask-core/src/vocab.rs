@@ -94,7 +94,7 @@ impl RandomIds {
     /// ([`MaskRng::below`]'s multiply-shift, then the walk over excluded ids).
     #[inline]
     pub(crate) fn id_for_draw(&self, r: u64) -> u32 {
-        let mut x = ((r as u128 * self.num_allowed as u128) >> 64) as u32;
+        let mut x = crate::rng::below_for_draw(r, self.num_allowed as u64) as u32;
         for &e in &self.excluded {
             if x >= e {
                 x += 1;
