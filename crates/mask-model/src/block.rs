@@ -5,6 +5,7 @@
 //! Legend: B batch, T positions, d `d_model`, F `d_ff`.
 
 use crate::activation::gelu;
+use crate::affine;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
@@ -79,8 +80,8 @@ impl<B: Backend> TransformerBlock<B> {
     }
 
     fn feed_forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let hidden = gelu(self.ff_in.forward(x)); // [B, T, F]
-        self.dropout.forward(self.ff_out.forward(hidden))
+        let hidden = gelu(affine::linear(&self.ff_in, x)); // [B, T, F]
+        self.dropout.forward(affine::linear(&self.ff_out, hidden))
     }
 
     /// Applies the block.

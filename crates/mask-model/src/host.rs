@@ -56,7 +56,7 @@ const CHUNK: usize = 1 << 15;
 /// `on_autodiff` when `B` is `Autodiff<Flex>`, `on_plain` when it is `Flex`, applied to `x`'s
 /// float primitive; `Err(x)` (unchanged) for every other backend and for element types other
 /// than `f32`.
-fn on_flex<B: Backend, const D: usize>(
+pub(crate) fn on_flex<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     on_autodiff: impl FnOnce(AutodiffFlexFloat) -> AutodiffFlexFloat,
     on_plain: impl FnOnce(FlexTensor) -> FlexTensor,
@@ -78,10 +78,10 @@ fn on_flex<B: Backend, const D: usize>(
 }
 
 /// `Autodiff<Flex>`'s float primitive: the flex tensor and its graph node.
-type AutodiffFlexFloat = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+pub(crate) type AutodiffFlexFloat = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
 
 /// The contiguous `f32` values of a flex tensor (copied once when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(

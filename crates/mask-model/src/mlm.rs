@@ -5,6 +5,7 @@
 //! Legend: B batch, T positions, N selected positions, d `d_model`, V vocabulary.
 
 use crate::activation::gelu;
+use crate::affine;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -51,8 +52,8 @@ impl<B: Backend> MlmHead<B> {
     /// # Shapes
     /// - `hidden`: `[N, d]`, `embeddings`: `[V, d]` -> `[N, V]`
     pub fn forward(&self, hidden: Tensor<B, 2>, embeddings: Tensor<B, 2>) -> Tensor<B, 2> {
-        let h = normalize(&self.norm, gelu(self.transform.forward(hidden))); // [N, d]
-        h.matmul(embeddings.transpose()) + self.bias.val().unsqueeze::<2>() // [N, V]
+        let h = normalize(&self.norm, gelu(affine::linear(&self.transform, hidden))); // [N, d]
+        affine::tied_logits(h, embeddings, self.bias.val()) // [N, V]
     }
 }
 
