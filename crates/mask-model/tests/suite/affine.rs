@@ -53,7 +53,7 @@ fn random_linear<Bk: Backend>(d_in: usize, d_out: usize, device: &Bk::Device) ->
     layer
 }
 
-/// Values of a plain (non-autodiff) flex tensor's absolute value.
+/// `|t|` as a plain (non-autodiff) flex tensor.
 fn abs<const D: usize>(t: Tensor<FlexTrain, D>) -> Tensor<Flex, D> {
     t.inner().abs()
 }
@@ -184,8 +184,4 @@ fn fused_linear_is_deterministic_reads_strided_inputs_and_falls_back_elsewhere()
         bits(values(affine::linear(&layer, x.clone()))),
         bits(values(layer.forward(x)))
     );
-}
-
-fn bits(t: Vec<f32>) -> Vec<u32> {
-    t.into_iter().map(f32::to_bits).collect()
 }

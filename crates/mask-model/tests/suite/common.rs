@@ -66,6 +66,11 @@ pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
+/// The bit patterns of `t`'s values (for bit-for-bit comparisons).
+pub fn bits(t: Vec<f32>) -> Vec<u32> {
+    t.into_iter().map(f32::to_bits).collect()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length");
     a.iter()

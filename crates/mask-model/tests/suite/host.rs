@@ -15,10 +15,6 @@ use crate::common::*;
 type Flex = burn::backend::Flex;
 type FlexTrain = burn::backend::Autodiff<Flex>;
 
-fn bits(t: Vec<f32>) -> Vec<u32> {
-    t.into_iter().map(f32::to_bits).collect()
-}
-
 /// Inputs over GELU's whole range: normal draws scaled to +-12 (erf saturates past ~4),
 /// with exact zeros and signed zeros.
 fn inputs<Bk: Backend>(shape: [usize; 3], device: &Bk::Device) -> Tensor<Bk, 3> {
