@@ -153,7 +153,8 @@ unsafe fn product(
     }
 }
 
-/// Rows per parallel task when writing or summing rows of `m` values (~64 K elements a task).
+/// Rows per parallel task when writing the bias into rows of `m` values (~64 K elements a
+/// task).
 fn rows_per_task(m: usize) -> usize {
     ((1 << 16) / m.max(1)).max(1)
 }
