@@ -3,13 +3,15 @@
 //! [`std::any::Any`], resolved per instantiation; safe code, no transmute), runs a host kernel
 //! on its memory, and moves the result back. Every other backend gets its tensor back unchanged.
 //!
-//! Used by the host attention kernel's autodiff node here and by `mask-model`'s fused GELU and
-//! LayerNorm.
+//! Used by the host attention kernel's autodiff node and the fused affine maps
+//! ([`crate::affine`]) here, and by `mask-model`'s fused GELU and LayerNorm.
 
 use std::any::Any;
 
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_flex::FlexTensor;
 
 /// `Ok(t as U)` when `T` and `U` are the same type, else `Err(t)` (safe specialisation).
 pub fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
@@ -42,10 +44,50 @@ pub fn primitive<B: Backend, C: Backend, const D: usize>(
         .tensor()
 }
 
+/// `on_autodiff` when `B` is `Autodiff<Flex>`, `on_plain` when it is `Flex`, applied to `x`'s
+/// float primitive; `Err(x)` (unchanged) for every other backend and for element types other
+/// than `f32`.
+pub fn on_flex<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    on_autodiff: impl FnOnce(AutodiffFlexFloat) -> AutodiffFlexFloat,
+    on_plain: impl FnOnce(FlexTensor) -> FlexTensor,
+) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let x = match cast::<_, Tensor<Autodiff<Flex>, D>>(x) {
+        Ok(x) => {
+            let y = on_autodiff(x.into_primitive().tensor());
+            return Ok(rebuild::<Autodiff<Flex>, B, D>(y));
+        }
+        Err(x) => x,
+    };
+    match cast::<_, Tensor<Flex, D>>(x) {
+        Ok(x) => Ok(rebuild::<Flex, B, D>(on_plain(x.into_primitive().tensor()))),
+        Err(x) => Err(x),
+    }
+}
+
+/// `Autodiff<Flex>`'s float primitive: the flex tensor and its graph node.
+pub type AutodiffFlexFloat = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+
+/// The contiguous `f32` values of a flex tensor (copied once when it is a strided view).
+pub fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .into_data()
+                .into_vec::<f32>()
+                .expect("an f32 tensor"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Flex, NdArray};
+    use burn::backend::NdArray;
 
     #[test]
     fn cast_moves_only_between_equal_types() {

@@ -10,10 +10,14 @@
 //! - [`kernels`]: `reference`, `block_sparse` (skips empty tiles, online softmax) and `fused`
 //!   (burn's `module::attention`).
 //! - [`MaskedSelfAttention`]: the burn module used by `mask-model`.
+//! - [`affine`]: `x W + b` (burn's `Linear`, a tied decoder) as one `gemm` call and one
+//!   autodiff node on burn-flex, burn's ops elsewhere; [`flex`]: the `TypeId` specialisation
+//!   to burn-flex it and the host kernels use.
 //!
 //! Legend used in every kernel: B batch, H heads, T query positions, S key positions,
 //! D head dim.
 
+pub mod affine;
 pub mod config;
 pub mod dropout;
 pub mod error;

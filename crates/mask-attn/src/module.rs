@@ -6,6 +6,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
+use crate::affine;
 use crate::dropout::Dropout;
 use crate::error::AttnError;
 use crate::kernels::{masked_attention, AttnKernel, AttnOptions};
@@ -117,9 +118,11 @@ impl<B: Backend> MaskedSelfAttention<B> {
         let [batch, seq, d_model] = x.dims();
         let (h, d) = (self.n_heads, self.d_k);
         let split = |t: Tensor<B, 3>| t.reshape([batch, seq, h, d]).swap_dims(1, 2); // [B, H, T, D]
-        let q = qk(split(self.query.forward(x.clone())));
-        let k = qk(split(self.key.forward(x.clone())));
-        let v = split(self.value.forward(x));
+                                                                                     // On flex each projection is one `gemm` into a buffer that starts as the bias
+                                                                                     // (`affine`); burn's `Linear` elsewhere.
+        let q = qk(split(affine::linear(&self.query, x.clone())));
+        let k = qk(split(affine::linear(&self.key, x.clone())));
+        let v = split(affine::linear(&self.value, x));
         // burn's fused op is an inference path: no dropout, and under `Autodiff` burn
         // decomposes it (full score matrix), with NaN gradients for rows without a visible key
         // on wgpu. Training goes through the block-sparse kernel instead. (The host kernel
@@ -131,6 +134,6 @@ impl<B: Backend> MaskedSelfAttention<B> {
         let options = AttnOptions::default().with_tile(self.tile);
         let ctx = masked_attention(kernel, q, k, v, mask, &options, Some(&self.dropout))?; // [B, H, T, D]
         let ctx = ctx.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, d_model]
-        Ok(self.output.forward(ctx))
+        Ok(affine::linear(&self.output, ctx))
     }
 }

@@ -5,12 +5,11 @@
 //! Legend: B batch, T positions, d `d_model`, F `d_ff`.
 
 use crate::activation::gelu;
-use crate::affine;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
 use crate::norm::normalize;
-use mask_attn::{AttnMask, Dropout, MaskedSelfAttention, MaskedSelfAttentionConfig};
+use mask_attn::{affine, AttnMask, Dropout, MaskedSelfAttention, MaskedSelfAttentionConfig};
 
 use crate::config::{NormPlacement, TransformerConfig};
 use crate::error::Result;

@@ -46,52 +46,12 @@ use burn::nn::LayerNorm;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
-use mask_attn::flex::{cast, primitive, rebuild};
+use mask_attn::flex::{on_flex, primitive, values};
 use mask_attn::kernels::host::exp_nonpositive;
 use rayon::prelude::*;
 
 /// Elements per rayon task: below two chunks the kernel runs on the calling thread.
 const CHUNK: usize = 1 << 15;
-
-/// `on_autodiff` when `B` is `Autodiff<Flex>`, `on_plain` when it is `Flex`, applied to `x`'s
-/// float primitive; `Err(x)` (unchanged) for every other backend and for element types other
-/// than `f32`.
-pub(crate) fn on_flex<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    on_autodiff: impl FnOnce(AutodiffFlexFloat) -> AutodiffFlexFloat,
-    on_plain: impl FnOnce(FlexTensor) -> FlexTensor,
-) -> std::result::Result<Tensor<B, D>, Tensor<B, D>> {
-    if x.dtype() != DType::F32 {
-        return Err(x);
-    }
-    let x = match cast::<_, Tensor<Autodiff<Flex>, D>>(x) {
-        Ok(x) => {
-            let y = on_autodiff(x.into_primitive().tensor());
-            return Ok(rebuild::<Autodiff<Flex>, B, D>(y));
-        }
-        Err(x) => x,
-    };
-    match cast::<_, Tensor<Flex, D>>(x) {
-        Ok(x) => Ok(rebuild::<Flex, B, D>(on_plain(x.into_primitive().tensor()))),
-        Err(x) => Err(x),
-    }
-}
-
-/// `Autodiff<Flex>`'s float primitive: the flex tensor and its graph node.
-pub(crate) type AutodiffFlexFloat = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
-
-/// The contiguous `f32` values of a flex tensor (copied once when it is a strided view).
-pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .into_data()
-                .into_vec::<f32>()
-                .expect("an f32 tensor"),
-        ),
-    }
-}
 
 /// `f(a, out)` over parallel chunks of `a` and a fresh output.
 fn map1(a: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {

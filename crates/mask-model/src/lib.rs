@@ -20,7 +20,6 @@
 //! Legend in shape docs: B batch, T positions, d `d_model`, H heads, D head dim, V vocabulary.
 
 pub mod activation;
-pub mod affine;
 pub mod bert4rec;
 pub mod block;
 pub mod causal_lm;

@@ -5,13 +5,12 @@
 //! Legend: B batch, T positions, N selected positions, d `d_model`, V vocabulary.
 
 use crate::activation::gelu;
-use crate::affine;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
 use crate::norm::normalize;
-use mask_attn::AttnMask;
+use mask_attn::{affine, AttnMask};
 
 use crate::config::TextEncoderConfig;
 use crate::encoder::TextEncoder;

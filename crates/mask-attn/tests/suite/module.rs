@@ -99,3 +99,68 @@ fn bad_module_configs_are_refused() {
     let err = module.forward(x(1, 6, 32, 0), &pad).unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
 }
+
+/// On `Autodiff<Flex>` the module's projections run through the fused affine maps: its output
+/// and gradients equal those of the same weights through burn's `Linear` around the same
+/// kernel (a swapped projection, a wrong stride or a lost gradient would not).
+#[test]
+fn flex_projections_match_burns_linear() {
+    type FlexTrain = burn::backend::Autodiff<burn::backend::Flex>;
+    let device = Default::default();
+    let (batch, t, d_model, h) = (2, 19, 32, 4);
+    let module: MaskedSelfAttention<FlexTrain> = MaskedSelfAttentionConfig::new(d_model, h)
+        .with_dropout(0.0)
+        .with_tile(8)
+        .with_kernel(AttnKernel::Host)
+        .init(&device)
+        .unwrap();
+    let mask = And::new(vec![
+        Box::new(KeyPadding::from_lengths(&[19, 11], 19).unwrap()),
+        Box::new(Causal),
+    ])
+    .unwrap();
+    let data = |seed| {
+        burn::tensor::TensorData::new(normal(batch * t * d_model, seed), [batch, t, d_model])
+    };
+    let input = Tensor::<FlexTrain, 3>::from_data(data(3), &device);
+    let weights = Tensor::<FlexTrain, 3>::from_data(data(4), &device);
+    // Materialise the lazily initialised parameters before both runs read them.
+    module.forward(input.clone(), &mask).unwrap();
+    let by_burn = |x: Tensor<FlexTrain, 3>| {
+        let split = |p: Tensor<FlexTrain, 3>| p.reshape([batch, t, h, d_model / h]).swap_dims(1, 2);
+        let (q, k, v) = (
+            split(module.query.forward(x.clone())),
+            split(module.key.forward(x.clone())),
+            split(module.value.forward(x)),
+        );
+        let options = AttnOptions::default().with_tile(8);
+        let ctx = masked_attention(AttnKernel::Host, q, k, v, &mask, &options, None).unwrap();
+        module
+            .output
+            .forward(ctx.swap_dims(1, 2).reshape([batch, t, d_model]))
+    };
+    let mut runs = vec![];
+    for fused in [true, false] {
+        let x = input.clone().require_grad();
+        let y = if fused {
+            module.forward(x.clone(), &mask).unwrap()
+        } else {
+            by_burn(x.clone())
+        };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let mut values = vec![host(y), host(x.grad(&grads).unwrap())];
+        for layer in [&module.query, &module.key, &module.value, &module.output] {
+            values.push(host(layer.weight.val().grad(&grads).unwrap()));
+            values.push(host(
+                layer.bias.as_ref().unwrap().val().grad(&grads).unwrap(),
+            ));
+        }
+        runs.push(values);
+    }
+    let names = [
+        "output", "dx", "dWq", "dbq", "dWk", "dbk", "dWv", "dbv", "dWo", "dbo",
+    ];
+    for (name, (fused, burn)) in names.iter().zip(runs[0].iter().zip(&runs[1])) {
+        assert_close(name, fused, &wide(burn), 1e-5, 1e-4);
+    }
+}

@@ -1,6 +1,5 @@
 //! mask-model test suite (one binary: burn's kernels are monomorphised once).
 
-mod affine;
 mod common;
 mod config_serde;
 mod flex;

@@ -38,6 +38,11 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
+/// The bit patterns of `t`'s values (for bit-for-bit comparisons).
+pub fn bits(t: Vec<f32>) -> Vec<u32> {
+    t.into_iter().map(f32::to_bits).collect()
+}
+
 /// Absolute gradient tolerance for [`mask_attn::kernels::fused`] under autodiff (burn's own
 /// decomposition, which we do not own): its softmax divides, burn's autodiff differentiates
 /// `a / b` into `grad * recip(b)`, and burn-ndarray's SIMD `recip` is the CPU's approximate

@@ -13,7 +13,10 @@
 //! (`dx = g W^T`, `dW = x^T g`, `db = sum_rows g`) on the same `gemm`, with no transposed
 //! copies (strides only).
 //!
-//! Dispatch as in `crate::host`: a `TypeId` test for `Flex` / `Autodiff<Flex>` with `f32`
+//! Used for the attention's four projections ([`crate::MaskedSelfAttention`]) and by
+//! `mask-model` for the feed-forward layers, the MLM head's transform and its tied decoder.
+//!
+//! Dispatch as in [`crate::flex`]: a `TypeId` test for `Flex` / `Autodiff<Flex>` with `f32`
 //! values and a bias; every other case runs burn's `linear` / `matmul` unchanged (the reference
 //! the tests compare against, in `tests/suite/affine.rs`). Outputs and input gradients come
 //! out bit-equal to burn-flex's there (the same `gemm`, which adds the finished product to the
@@ -34,10 +37,9 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 use gemm::{gemm, Parallelism};
-use mask_attn::flex::primitive;
 use rayon::prelude::*;
 
-use crate::host::{on_flex, values};
+use crate::flex::{on_flex, primitive, values};
 
 /// `layer.forward(x)`: fused on flex (one buffer, bias first, one `gemm`), burn's module
 /// everywhere else.

@@ -5,12 +5,13 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use mask_model::affine;
+use mask_attn::affine;
 
 use crate::common::*;
 
 type Flex = burn::backend::Flex;
 type FlexTrain = burn::backend::Autodiff<Flex>;
+type NdArray = burn::backend::NdArray<f32>;
 
 /// The unit roundoff of `f32`.
 const U: f32 = f32::EPSILON / 2.0;
@@ -73,14 +74,14 @@ fn fused_linear_matches_the_module_forward_and_backward_within_the_summation_bou
         } else {
             layer.forward(x.clone())
         };
-        let out = values(y.clone());
+        let out = host(y.clone());
         // The loss's gradient with respect to y is r.
         let grads = (y * r.clone()).sum().backward();
         (
             out,
-            values(x.grad(&grads).expect("x tracked")),
-            values(layer.weight.val().grad(&grads).expect("weight tracked")),
-            values(
+            host(x.grad(&grads).expect("x tracked")),
+            host(layer.weight.val().grad(&grads).expect("weight tracked")),
+            host(
                 layer
                     .bias
                     .as_ref()
@@ -100,10 +101,10 @@ fn fused_linear_matches_the_module_forward_and_backward_within_the_summation_bou
         abs(r.clone()).reshape([n, m]),
     );
     let ba = abs(layer.bias.as_ref().unwrap().val());
-    let y_sums = values(xa.clone().matmul(wa.clone()) + ba.unsqueeze::<2>());
-    let dx_sums = values(ga.clone().matmul(wa.transpose()));
-    let dw_sums = values(xa.transpose().matmul(ga.clone()));
-    let db_sums = values(ga.sum_dim(0));
+    let y_sums = host(xa.clone().matmul(wa.clone()) + ba.unsqueeze::<2>());
+    let dx_sums = host(ga.clone().matmul(wa.transpose()));
+    let dw_sums = host(xa.transpose().matmul(ga.clone()));
+    let db_sums = host(ga.sum_dim(0));
     assert_eq!(beyond_bound("y", &y, &y_ref, &y_sums, k + 1), 0);
     assert_eq!(beyond_bound("dx", &dx, &dx_ref, &dx_sums, m), 0);
     assert_eq!(beyond_bound("dW", &dw, &dw_ref, &dw_sums, n), 0);
@@ -127,23 +128,22 @@ fn fused_tied_logits_match_matmul_and_bias_within_the_summation_bound() {
         } else {
             h.clone().matmul(e.clone().transpose()) + b.clone().unsqueeze::<2>()
         };
-        let out = values(y.clone());
+        let out = host(y.clone());
         let grads = (y * r.clone()).sum().backward();
         (
             out,
-            values(h.grad(&grads).expect("h tracked")),
-            values(e.grad(&grads).expect("e tracked")),
-            values(b.grad(&grads).expect("b tracked")),
+            host(h.grad(&grads).expect("h tracked")),
+            host(e.grad(&grads).expect("e tracked")),
+            host(b.grad(&grads).expect("b tracked")),
         )
     };
     let (y, dh, de, db) = run(true);
     let (y_ref, dh_ref, de_ref, db_ref) = run(false);
     let (ha, ea, ga) = (abs(h0.clone()), abs(e.clone()), abs(r.clone()));
-    let y_sums =
-        values(ha.clone().matmul(ea.clone().transpose()) + abs(b.clone()).unsqueeze::<2>());
-    let dh_sums = values(ga.clone().matmul(ea));
-    let de_sums = values(ga.clone().transpose().matmul(ha));
-    let db_sums = values(ga.sum_dim(0));
+    let y_sums = host(ha.clone().matmul(ea.clone().transpose()) + abs(b.clone()).unsqueeze::<2>());
+    let dh_sums = host(ga.clone().matmul(ea));
+    let de_sums = host(ga.clone().transpose().matmul(ha));
+    let db_sums = host(ga.sum_dim(0));
     assert_eq!(beyond_bound("logits", &y, &y_ref, &y_sums, d + 1), 0);
     assert_eq!(beyond_bound("dh", &dh, &dh_ref, &dh_sums, v), 0);
     assert_eq!(beyond_bound("dE", &de, &de_ref, &de_sums, n), 0);
@@ -161,8 +161,8 @@ fn fused_linear_is_deterministic_reads_strided_inputs_and_falls_back_elsewhere()
     let run = |x: Tensor<FlexTrain, 2>| {
         let y = affine::linear(&layer, x.require_grad());
         let grads = (y.clone() * y.clone()).sum().backward();
-        let dw = values(layer.weight.val().grad(&grads).unwrap());
-        (bits(values(y)), bits(dw))
+        let dw = host(layer.weight.val().grad(&grads).unwrap());
+        (bits(host(y)), bits(dw))
     };
     // Split over threads, the same bits every run; the strided view gives the contiguous
     // input's result.
@@ -171,17 +171,18 @@ fn fused_linear_is_deterministic_reads_strided_inputs_and_falls_back_elsewhere()
         assert_eq!(run(strided.clone()), first);
     }
     // NdArray, and a layer without bias on flex: burn's module itself, bit for bit.
-    let layer = random_linear::<B>(8, 5, &dev());
-    let x = Tensor::<B, 3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &dev());
+    let ndarray = Default::default();
+    let layer = random_linear::<NdArray>(8, 5, &ndarray);
+    let x = Tensor::<NdArray, 3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &ndarray);
     assert_eq!(
-        bits(values(affine::linear(&layer, x.clone()))),
-        bits(values(layer.forward(x)))
+        bits(host(affine::linear(&layer, x.clone()))),
+        bits(host(layer.forward(x)))
     );
     let mut layer = random_linear::<Flex>(8, 5, &device);
     layer.bias = None;
     let x = Tensor::<Flex, 2>::random([4, 8], Distribution::Normal(0.0, 1.0), &device);
     assert_eq!(
-        bits(values(affine::linear(&layer, x.clone()))),
-        bits(values(layer.forward(x)))
+        bits(host(affine::linear(&layer, x.clone()))),
+        bits(host(layer.forward(x)))
     );
 }
