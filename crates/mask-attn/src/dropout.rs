@@ -89,11 +89,11 @@ fn threshold(keep: f64) -> u64 {
 /// Whether element `index` of the call keyed `call_key` is kept: the definition, one element at
 /// a time (the reference [`keep_mask`] is tested against).
 pub fn keeps(call_key: u64, index: usize, keep: f64) -> bool {
-    let draw = mix64(call_key.wrapping_add(((index / 2) as u64 + 1).wrapping_mul(GOLDEN)));
+    let d = draw(call_key, (index / 2) as u64);
     let half = if index.is_multiple_of(2) {
-        draw as u32
+        d as u32
     } else {
-        (draw >> 32) as u32
+        (d >> 32) as u32
     };
     (half as u64) < threshold(keep)
 }
@@ -111,19 +111,14 @@ pub fn keep_mask<T: Copy + Send + Sync>(
     let fill = |(chunk, out): (usize, &mut [T])| {
         let first_pair = (chunk * CHUNK / 2) as u64;
         for (j, pair) in out.chunks_mut(2).enumerate() {
-            let draw =
-                mix64(call_key.wrapping_add((first_pair + j as u64 + 1).wrapping_mul(GOLDEN)));
-            pair[0] = if ((draw as u32) as u64) < threshold {
+            let d = draw(call_key, first_pair + j as u64);
+            pair[0] = if ((d as u32) as u64) < threshold {
                 scale
             } else {
                 zero
             };
             if let Some(second) = pair.get_mut(1) {
-                *second = if (draw >> 32) < threshold {
-                    scale
-                } else {
-                    zero
-                };
+                *second = if (d >> 32) < threshold { scale } else { zero };
             }
         }
     };

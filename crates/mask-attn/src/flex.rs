@@ -4,7 +4,7 @@
 //! on its memory, and moves the result back. Every other backend gets its tensor back unchanged.
 //!
 //! Used by the host attention kernel's autodiff node and the fused affine maps
-//! ([`crate::affine`]) here, and by `mask-model`'s fused GELU and LayerNorm.
+//! (`affine.rs`) here, and by `mask-model`'s fused GELU and LayerNorm.
 
 use std::any::Any;
 
