@@ -36,10 +36,11 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::flex::{on_flex, primitive, values};
+use crate::kernels::host::gemm_strided;
 
 /// `layer.forward(x)`: fused on flex (one buffer, bias first, one `gemm`), burn's module
 /// everywhere else.
@@ -131,25 +132,16 @@ unsafe fn product(
     let ((a, a_rs, a_cs), (b, b_rs, b_cs)) = (a, b);
     // SAFETY: the caller's contract for `a` and `b`; `dst` holds r * c elements, row stride c.
     unsafe {
-        gemm(
-            r,
-            c,
-            p,
+        gemm_strided(
             dst.as_mut_ptr(),
-            1,
             c as isize,
-            accumulate,
+            (r, c, p),
             a,
-            a_cs,
-            a_rs,
+            (a_rs, a_cs),
             b,
-            b_cs,
-            b_rs,
+            (b_rs, b_cs),
+            accumulate,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism(r, c, p),
         );
     }

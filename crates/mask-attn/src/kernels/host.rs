@@ -442,55 +442,14 @@ impl PartialMasks<'_> {
     }
 }
 
-/// `s = scale * a b^T` for `a [M, K]` and `b [N, K]` rows of operands (`s [M, N]` row-major).
-///
-/// # Safety
-/// `a` and `b` must address `m` and `n` rows of `k` elements with the given strides, and `s`
-/// must hold `m * n` elements.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_abt(
-    s: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    a: *const f32,
-    (a_rs, a_cs): (isize, isize),
-    b: *const f32,
-    (b_rs, b_cs): (isize, isize),
-    scale: f32,
-) {
-    debug_assert!(s.len() >= m * n);
-    // SAFETY: the caller's contract; `b` read as [K, N] has column stride b_rs, row stride b_cs.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            s.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a,
-            a_cs,
-            a_rs,
-            b,
-            b_rs,
-            b_cs,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-}
-
-/// `c += a b` for `a [M, K]` (strides `a_rs`, `a_cs`), `b [K, N]` (strides `b_rs`, `b_cs`)
-/// and `c [M, N]` row-major with row stride `c_rs`.
+/// `c = (read_c ? c : 0) + beta a b` through `gemm`, for `a [M, K]` and `b [K, N]` given by
+/// their (row, column) strides and `c [M, N]` with row stride `c_rs` and column stride 1: the
+/// one call of the `gemm` crate behind the host kernels and the affine maps (`affine.rs`).
 ///
 /// # Safety
 /// Every pointer must address its matrix with the given strides; `c` must not alias the others.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_acc(
+pub(crate) unsafe fn gemm_strided(
     c: *mut f32,
     c_rs: isize,
     (m, n, k): (usize, usize, usize),
@@ -498,9 +457,12 @@ pub(crate) unsafe fn gemm_acc(
     (a_rs, a_cs): (isize, isize),
     b: *const f32,
     (b_rs, b_cs): (isize, isize),
+    read_c: bool,
     beta: f32,
+    parallelism: Parallelism,
 ) {
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract. gemm computes `dst = alpha dst + beta lhs rhs` and ignores
+    // `alpha` (and never reads `dst`) when `read_dst` is false.
     unsafe {
         gemm(
             m,
@@ -509,7 +471,7 @@ pub(crate) unsafe fn gemm_acc(
             c,
             1,
             c_rs,
-            true,
+            read_c,
             a,
             a_cs,
             a_rs,
@@ -521,6 +483,72 @@ pub(crate) unsafe fn gemm_acc(
             false,
             false,
             false,
+            parallelism,
+        );
+    }
+}
+
+/// `s = scale * a b^T` for `a [M, K]` and `b [N, K]` rows of operands (`s [M, N]` row-major).
+///
+/// # Safety
+/// `a` and `b` must address `m` and `n` rows of `k` elements with the given strides, and `s`
+/// must hold `m * n` elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_abt(
+    s: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: *const f32,
+    a_strides: (isize, isize),
+    b: *const f32,
+    (b_rs, b_cs): (isize, isize),
+    scale: f32,
+) {
+    debug_assert!(s.len() >= m * n);
+    // SAFETY: the caller's contract; `b` read as [K, N] has row stride b_cs, column stride b_rs.
+    unsafe {
+        gemm_strided(
+            s.as_mut_ptr(),
+            n as isize,
+            (m, n, k),
+            a,
+            a_strides,
+            b,
+            (b_cs, b_rs),
+            false,
+            scale,
+            Parallelism::None,
+        );
+    }
+}
+
+/// `c += beta a b` for `a [M, K]` (strides `a_rs`, `a_cs`), `b [K, N]` (strides `b_rs`, `b_cs`)
+/// and `c [M, N]` row-major with row stride `c_rs`.
+///
+/// # Safety
+/// Every pointer must address its matrix with the given strides; `c` must not alias the others.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_acc(
+    c: *mut f32,
+    c_rs: isize,
+    dims: (usize, usize, usize),
+    a: *const f32,
+    a_strides: (isize, isize),
+    b: *const f32,
+    b_strides: (isize, isize),
+    beta: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm_strided(
+            c,
+            c_rs,
+            dims,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            true,
+            beta,
             Parallelism::None,
         );
     }
