@@ -118,8 +118,9 @@ impl<B: Backend> MaskedSelfAttention<B> {
         let [batch, seq, d_model] = x.dims();
         let (h, d) = (self.n_heads, self.d_k);
         let split = |t: Tensor<B, 3>| t.reshape([batch, seq, h, d]).swap_dims(1, 2); // [B, H, T, D]
-                                                                                     // On flex each projection is one `gemm` into a buffer that starts as the bias
-                                                                                     // (`affine`); burn's `Linear` elsewhere.
+
+        // On flex each projection is one `gemm` into a buffer that starts as the bias
+        // (`affine`); burn's `Linear` elsewhere.
         let q = qk(split(affine::linear(&self.query, x.clone())));
         let k = qk(split(affine::linear(&self.key, x.clone())));
         let v = split(affine::linear(&self.value, x));
